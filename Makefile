@@ -1,0 +1,42 @@
+# Everything runs from a project-local virtual environment, made on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run migrate test check lint typecheck pytest format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/chatkit-backend migrate
+
+run: migrate
+	$(BIN)/chatkit-backend serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench alembic
+	$(BIN)/ruff format --check src tests bench alembic
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: check pytest
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench alembic
+	$(BIN)/ruff check --fix src tests bench alembic
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,12 @@
+"""Who is asking: the identity every store query and agent run is scoped to."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The caller of one request."""
+
+    user_id: str
+    tenant_id: str
+    role: str = "member"

@@ -1,0 +1,1 @@
+"""Which model answers: the offline model or an OpenAI client."""

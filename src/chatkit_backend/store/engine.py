@@ -1,0 +1,37 @@
+"""The async engine for a database URL."""
+
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers work while one writer commits; NORMAL is durable in WAL mode
+    # across application crashes, which is what a chat server needs.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """Build the engine; SQLite gets WAL and foreign keys, PostgreSQL a bounded pool."""
+    if make_url(url).get_backend_name() == "sqlite":
+        _ensure_sqlite_dir(url)
+        engine = create_async_engine(url, pool_pre_ping=True)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    # No overflow: the pool size is a hard ceiling on connections per process.
+    return create_async_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)

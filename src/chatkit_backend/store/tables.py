@@ -1,0 +1,84 @@
+"""The database tables. Alembic migrations are generated from this metadata."""
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+SEQ_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _seq_column() -> Column[int]:
+    return Column(SEQ_TYPE, primary_key=True, autoincrement=True)
+
+
+def _utc_column() -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=False)
+
+
+class ThreadRow(SQLModel, table=True):
+    """A thread's metadata, owned by one user of one tenant."""
+
+    __tablename__ = "threads"
+    __table_args__ = (Index("ix_threads_owner_seq", "tenant_id", "user_id", "seq"),)
+
+    # Insertion order, which we control; the SDK's `created_at` is naive local time.
+    seq: int | None = Field(default=None, sa_column=_seq_column())
+    id: str = Field(max_length=64, unique=True)
+    tenant_id: str = Field(max_length=255)
+    user_id: str = Field(max_length=255)
+    created_at: datetime = Field(sa_column=_utc_column())
+    updated_at: datetime = Field(sa_column=_utc_column())
+    data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ItemRow(SQLModel, table=True):
+    """One thread item, stored as the SDK's own JSON so it loads back equal."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        Index("ix_items_thread_seq", "thread_id", "seq"),
+        Index("ix_items_owner", "tenant_id", "user_id"),
+    )
+
+    seq: int | None = Field(default=None, sa_column=_seq_column())
+    id: str = Field(max_length=64, unique=True)
+    thread_id: str = Field(max_length=64, foreign_key="threads.id", ondelete="CASCADE")
+    tenant_id: str = Field(max_length=255)
+    user_id: str = Field(max_length=255)
+    type: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_utc_column())
+    data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AttachmentRow(SQLModel, table=True):
+    """Attachment metadata; the bytes live in attachment storage."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (Index("ix_attachments_owner", "tenant_id", "user_id"),)
+
+    id: str = Field(max_length=64, primary_key=True)
+    tenant_id: str = Field(max_length=255)
+    user_id: str = Field(max_length=255)
+    thread_id: str | None = Field(default=None, max_length=64, index=True)
+    created_at: datetime = Field(sa_column=_utc_column())
+    data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class FeedbackRow(SQLModel, table=True):
+    """A user's latest rating of one item."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("tenant_id", "user_id", "item_id"),)
+
+    id: int | None = Field(default=None, sa_column=_seq_column())
+    tenant_id: str = Field(max_length=255)
+    user_id: str = Field(max_length=255)
+    thread_id: str = Field(max_length=64, foreign_key="threads.id", ondelete="CASCADE", index=True)
+    item_id: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    created_at: datetime = Field(sa_column=_utc_column())
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,33 @@
+"""Fixtures shared by the whole suite: migrated databases on SQLite and PostgreSQL."""
+
+from collections.abc import Iterator
+import pytest
+
+from chatkit_backend.migrations import upgrade_to_head
+from tests.databases import fresh_postgres_database, require_postgres, sqlite_url
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A migrated PostgreSQL database for the whole session."""
+    require_postgres()
+    with fresh_postgres_database() as url:
+        upgrade_to_head(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite file for the whole session."""
+    url = sqlite_url(tmp_path_factory.mktemp("sqlite"))
+    upgrade_to_head(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that takes this runs once per supported database."""
+    name = "sqlite_database_url" if request.param == "sqlite" else "postgres_database_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
