@@ -69,7 +69,7 @@ def _usage(input_text: str, output_text: str) -> ResponseUsage:
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=input_tokens + output_tokens,
-        input_tokens_details=InputTokensDetails(cached_tokens=0),
+        input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
         output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
     )
 
@@ -211,11 +211,13 @@ class OfflineModel(Model):
 
 
 def _message(item_id: str, text: str | None) -> ResponseOutputMessage:
-    content = [] if text is None else [ResponseOutputText(type="output_text", text=text, annotations=[])]
+    content = (
+        [] if text is None else [ResponseOutputText(type="output_text", text=text, annotations=[])]
+    )
     return ResponseOutputMessage(
         id=item_id,
         type="message",
         role="assistant",
         status="in_progress" if text is None else "completed",
-        content=content,  # type: ignore[arg-type]
+        content=content,
     )

@@ -43,7 +43,9 @@ def _keyset_page(
     """Cut one page after the row `anchor` selects the `seq` of, by the indexed `seq`."""
     if anchor is not None:
         anchor_seq = anchor.scalar_subquery()
-        query = query.where(table.c.seq > anchor_seq if order == "asc" else table.c.seq < anchor_seq)
+        query = query.where(
+            table.c.seq > anchor_seq if order == "asc" else table.c.seq < anchor_seq
+        )
     ordering = table.c.seq.asc() if order == "asc" else table.c.seq.desc()
     # One extra row tells whether another page follows without a COUNT.
     return query.order_by(ordering).limit(limit + 1)

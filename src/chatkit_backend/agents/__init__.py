@@ -1,0 +1,1 @@
+"""Which agent answers, and how its run becomes ChatKit events."""

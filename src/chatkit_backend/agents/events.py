@@ -1,0 +1,74 @@
+"""Fix-ups between the SDK's agent stream and what the thread stores."""
+
+from collections.abc import Callable
+
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageContentPartAdded,
+    AssistantMessageContentPartDone,
+    AssistantMessageContentPartTextDelta,
+    AssistantMessageItem,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadStreamEvent,
+)
+
+
+class AnswerTracker:
+    """Gives each assistant message its own id and remembers unfinished ones.
+
+    Chat Completions models give every message the id `__fake_id__`, so without new
+    ids a second answer would overwrite the first. Unfinished messages are what a
+    failed run leaves behind; they are kept rather than lost.
+    """
+
+    def __init__(self, new_message_id: Callable[[], str]) -> None:
+        self._new_id = new_message_id
+        self._ids: dict[str, str] = {}
+        self._open: dict[str, AssistantMessageItem] = {}
+
+    def rewrite(self, event: ThreadStreamEvent) -> ThreadStreamEvent:
+        """Return `event` with our message ids, noting what it adds to open messages."""
+        match event:
+            case ThreadItemAddedEvent(item=AssistantMessageItem() as item):
+                new_id = self._new_id()
+                self._ids[item.id] = new_id
+                item = item.model_copy(update={"id": new_id}, deep=True)
+                self._open[new_id] = item.model_copy(deep=True)
+                return ThreadItemAddedEvent(item=item)
+            case ThreadItemUpdatedEvent(item_id=raw_id) if raw_id in self._ids:
+                new_id = self._ids[raw_id]
+                self._apply(new_id, event)
+                return event.model_copy(update={"item_id": new_id})
+            case ThreadItemDoneEvent(item=AssistantMessageItem() as item):
+                new_id = self._ids.pop(item.id, "") or self._new_id()
+                self._open.pop(new_id, None)
+                return ThreadItemDoneEvent(item=item.model_copy(update={"id": new_id}))
+            case _:
+                return event
+
+    def unfinished(self) -> list[AssistantMessageItem]:
+        """Open messages with any text, for saving when a run fails midway."""
+        return [
+            item for item in self._open.values() if any(part.text.strip() for part in item.content)
+        ]
+
+    def _apply(self, item_id: str, event: ThreadItemUpdatedEvent) -> None:
+        item = self._open.get(item_id)
+        if item is None:
+            return
+        update = event.update
+        if isinstance(
+            update,
+            AssistantMessageContentPartAdded
+            | AssistantMessageContentPartTextDelta
+            | AssistantMessageContentPartDone,
+        ):
+            while len(item.content) <= update.content_index:
+                item.content.append(AssistantMessageContent(text=""))
+            match update:
+                case AssistantMessageContentPartTextDelta():
+                    item.content[update.content_index].text += update.delta
+                case AssistantMessageContentPartAdded() | AssistantMessageContentPartDone():
+                    item.content[update.content_index] = update.content.model_copy(deep=True)

@@ -1,0 +1,1 @@
+"""HTTP: routes, dependencies, the error envelope and request normalising."""

@@ -1,0 +1,13 @@
+"""The JSON error envelope every failure uses."""
+
+from collections.abc import Mapping
+
+from fastapi.responses import JSONResponse
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """`{"error": {"code", "message"}}`, plus a top-level `message` the web client shows."""
+    body = {"error": {"code": code, "message": message}, "message": message}
+    return JSONResponse(body, status_code=status, headers=headers)

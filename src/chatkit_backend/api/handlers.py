@@ -1,0 +1,47 @@
+"""Every error leaves as the JSON envelope; nothing leaks a stack trace."""
+
+import logging
+
+from chatkit.store import NotFoundError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from chatkit_backend.api.envelope import error_response
+from chatkit_backend.errors import RequestError
+
+logger = logging.getLogger(__name__)
+
+
+async def _request_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _store_not_found(_: Request, exc: Exception) -> JSONResponse:
+    # Raised by the SDK's handlers when a record vanished after our checks ran.
+    return error_response(404, "not_found", "Not found")
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else "http_error"
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, "invalid_request", "The request is not valid")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return error_response(500, "internal_error", "The server could not handle this request")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(NotFoundError, _store_not_found)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

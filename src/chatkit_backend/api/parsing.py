@@ -1,0 +1,69 @@
+"""From request bytes to a validated ChatKit request, or a clear 4xx."""
+
+import json
+from typing import Any, get_args
+
+from chatkit.types import ChatKitReq
+from fastapi import Request
+from pydantic import TypeAdapter, ValidationError
+
+from chatkit_backend.api.compat import normalise
+from chatkit_backend.errors import InvalidRequest, PayloadTooLarge, UnknownType
+
+# Built once: the SDK's `process()` builds this adapter for every request.
+REQUEST_ADAPTER: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
+
+
+def _request_types() -> frozenset[str]:
+    union = get_args(ChatKitReq)[0]
+    return frozenset(model.model_fields["type"].default for model in get_args(union))
+
+
+REQUEST_TYPES = _request_types()
+_MAX_REPORTED_ERRORS = 3
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over `limit`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is over the {limit}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is over the {limit}-byte limit")
+    return bytes(body)
+
+
+def parse_request(body: bytes) -> ChatKitReq:
+    """Decode, normalise the seed shapes, and validate against the SDK's request union."""
+    try:
+        data: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise InvalidRequest("The request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    data = normalise(data)
+    kind = data.get("type")
+    if not isinstance(kind, str) or kind not in REQUEST_TYPES:
+        raise UnknownType(
+            f"Unknown request type {str(kind)[:80]!r}; expected one of: "
+            + ", ".join(sorted(REQUEST_TYPES))
+        )
+    try:
+        return REQUEST_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid {kind} request: {_summary(exc)}") from None
+    except RecursionError:
+        raise InvalidRequest("The request is nested too deeply") from None
+
+
+def _summary(exc: ValidationError) -> str:
+    # Locations and messages only: the offending values could be huge or private.
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:_MAX_REPORTED_ERRORS]:
+        location = ".".join(str(part) for part in error["loc"][1:]) or "body"
+        parts.append(f"{location}: {error['msg']}")
+    more = exc.error_count() - _MAX_REPORTED_ERRORS
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

@@ -1,0 +1,45 @@
+"""The FastAPI application, wired from settings."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from chatkit_backend import __version__
+from chatkit_backend.api.chatkit import router as chatkit_router
+from chatkit_backend.api.handlers import install_error_handlers
+from chatkit_backend.checks import RequestChecker
+from chatkit_backend.logs import configure_logging
+from chatkit_backend.providers.factory import build_model
+from chatkit_backend.server import ChatServer
+from chatkit_backend.settings import Settings
+from chatkit_backend.store.engine import create_engine
+from chatkit_backend.store.sql_store import SQLStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app: engine, store, ChatKit server and routes."""
+    settings = settings or Settings()
+    engine = create_engine(settings.database_url, settings.database_pool_size)
+    store = SQLStore(engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(title="chatkit-backend", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.chat_server = ChatServer(store, build_model(settings), settings)
+    app.state.checker = RequestChecker(store, settings)
+    install_error_handlers(app)
+    app.include_router(chatkit_router)
+    return app
+
+
+def create_served_app() -> FastAPI:
+    """The factory `serve` hands to uvicorn: each worker reads settings and sets up logs."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,123 @@
+"""Checks that must fail before a stream starts: a 4xx, not a broken stream."""
+
+from typing import assert_never
+
+from chatkit.store import NotFoundError
+from chatkit.types import (
+    AttachmentsCreateReq,
+    AttachmentsDeleteReq,
+    ChatKitReq,
+    ClientToolCallItem,
+    InputTranscribeReq,
+    ItemsFeedbackReq,
+    ItemsListReq,
+    StructuredInputItem,
+    ThreadItem,
+    ThreadsAddClientToolOutputReq,
+    ThreadsAddStructuredInputReq,
+    ThreadsAddUserMessageReq,
+    ThreadsCreateReq,
+    ThreadsCustomActionReq,
+    ThreadsDeleteReq,
+    ThreadsGetByIdReq,
+    ThreadsListReq,
+    ThreadsRetryAfterItemReq,
+    ThreadsSyncCustomActionReq,
+    ThreadsUpdateReq,
+    UserMessageInput,
+    UserMessageItem,
+)
+
+from chatkit_backend.context import RequestContext
+from chatkit_backend.errors import InvalidRequest, NotEnabled, NotFound, NotSupported
+from chatkit_backend.settings import Settings
+from chatkit_backend.store.sql_store import SQLStore
+
+MAX_TITLE_LENGTH = 500
+
+
+class RequestChecker:
+    """Refuses what would otherwise fail halfway through the SDK's handling."""
+
+    def __init__(self, store: SQLStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    async def check(self, request: ChatKitReq, context: RequestContext) -> None:
+        """Raise a `RequestError` for a request that cannot succeed; clamp page sizes."""
+        match request:
+            case ThreadsCreateReq():
+                await self._input(request.params.input, context)
+            case ThreadsAddUserMessageReq():
+                await self._thread(request.params.thread_id, context)
+                await self._input(request.params.input, context)
+            case ThreadsGetByIdReq() | ThreadsDeleteReq():
+                await self._thread(request.params.thread_id, context)
+            case ThreadsUpdateReq():
+                await self._thread(request.params.thread_id, context)
+                if len(request.params.title) > MAX_TITLE_LENGTH:
+                    raise InvalidRequest(f"title is longer than {MAX_TITLE_LENGTH} characters")
+            case ThreadsListReq():
+                request.params.limit = self._page_size(request.params.limit)
+            case ItemsListReq():
+                await self._thread(request.params.thread_id, context)
+                request.params.limit = self._page_size(request.params.limit)
+            case ItemsFeedbackReq():
+                await self._thread(request.params.thread_id, context)
+                ids = request.params.item_ids
+                found = await self.store.existing_item_ids(request.params.thread_id, ids, context)
+                if missing := [item_id for item_id in ids if item_id not in found]:
+                    raise NotFound(f"Item {missing[0]} not found")
+            case ThreadsRetryAfterItemReq():
+                await self._thread(request.params.thread_id, context)
+                item = await self._item(request.params.thread_id, request.params.item_id, context)
+                if not isinstance(item, UserMessageItem):
+                    raise InvalidRequest("retry_after_item needs the id of a user message")
+            case ThreadsAddStructuredInputReq():
+                await self._thread(request.params.thread_id, context)
+                item = await self._item(request.params.thread_id, request.params.item_id, context)
+                if not isinstance(item, StructuredInputItem) or item.status != "pending":
+                    item_id = request.params.item_id
+                    raise InvalidRequest(f"Item {item_id} is not a pending structured input")
+            case ThreadsAddClientToolOutputReq():
+                await self._thread(request.params.thread_id, context)
+                await self._pending_client_tool_call(request.params.thread_id, context)
+            case ThreadsCustomActionReq() | ThreadsSyncCustomActionReq():
+                await self._thread(request.params.thread_id, context)
+                raise NotSupported("This server's agents define no widget actions")
+            case AttachmentsCreateReq() | AttachmentsDeleteReq():
+                raise NotEnabled("Attachments are not enabled on this server")
+            case InputTranscribeReq():
+                raise NotSupported("Dictation is not supported by the configured model provider")
+            case _:
+                assert_never(request)
+
+    def _page_size(self, limit: int | None) -> int | None:
+        if limit is not None and limit < 0:
+            raise InvalidRequest("limit must not be negative")
+        # 0 and None mean the SDK's default page size.
+        return min(limit, self.settings.max_page_size) if limit else limit
+
+    async def _thread(self, thread_id: str, context: RequestContext) -> None:
+        try:
+            await self.store.load_thread(thread_id, context)
+        except NotFoundError:
+            raise NotFound(f"Thread {thread_id} not found") from None
+
+    async def _item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
+        try:
+            return await self.store.load_item(thread_id, item_id, context)
+        except NotFoundError:
+            raise NotFound(f"Item {item_id} not found") from None
+
+    async def _input(self, input: UserMessageInput, context: RequestContext) -> None:
+        if not input.content and not input.attachments:
+            raise InvalidRequest("A message needs content")
+        if input.attachments:
+            raise NotEnabled("Attachments are not enabled on this server")
+
+    async def _pending_client_tool_call(self, thread_id: str, context: RequestContext) -> None:
+        page = await self.store.load_thread_items(thread_id, None, 1, "desc", context)
+        last = page.data[0] if page.data else None
+        if not isinstance(last, ClientToolCallItem) or last.status != "pending":
+            raise InvalidRequest("The thread has no pending client tool call")
