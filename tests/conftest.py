@@ -1,9 +1,11 @@
 """Fixtures shared by the whole suite: migrated databases on SQLite and PostgreSQL."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+
 import pytest
 
 from chatkit_backend.migrations import upgrade_to_head
+from tests.chat_client import ChatClient, chat_client
 from tests.databases import fresh_postgres_database, require_postgres, sqlite_url
 
 
@@ -31,3 +33,16 @@ def database_url(request: pytest.FixtureRequest) -> str:
     url: str = request.getfixturevalue(name)
     return url
 
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[ChatClient]:
+    """A ChatKit client for one fresh user, once per database."""
+    async with chat_client(database_url) as chat:
+        yield chat
+
+
+@pytest.fixture
+async def sqlite_client(sqlite_database_url: str) -> AsyncIterator[ChatClient]:
+    """A ChatKit client for one fresh user on SQLite only."""
+    async with chat_client(sqlite_database_url) as chat:
+        yield chat

@@ -24,8 +24,12 @@ def postgres_reachable() -> bool:
 
     async def ping() -> None:
         conn = await asyncpg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, database=url.database,
-            password=url.password, timeout=3,
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            database=url.database,
+            password=url.password,
+            timeout=3,
         )
         await conn.close()
 
@@ -57,8 +61,11 @@ def fresh_postgres_database() -> Iterator[str]:
 
     async def run(sql: str) -> None:
         conn = await asyncpg.connect(
-            host=admin.host, port=admin.port or 5432, user=admin.username,
-            database=admin.database, password=admin.password,
+            host=admin.host,
+            port=admin.port or 5432,
+            user=admin.username,
+            database=admin.database,
+            password=admin.password,
         )
         try:
             await conn.execute(sql)
@@ -74,4 +81,3 @@ def fresh_postgres_database() -> Iterator[str]:
 
 def sqlite_url(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'chatkit.db'}"
-

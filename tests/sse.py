@@ -1,0 +1,43 @@
+"""Reading ChatKit server-sent events in tests."""
+
+import json
+from typing import Any
+
+
+def parse_events(body: str) -> list[dict[str, Any]]:
+    """Every `data:` frame of an SSE body, decoded; comments and blank lines skipped."""
+    events = []
+    for frame in body.split("\n\n"):
+        data = [line[len("data: ") :] for line in frame.splitlines() if line.startswith("data: ")]
+        if data:
+            events.append(json.loads("\n".join(data)))
+    return events
+
+
+def answer_text(events: list[dict[str, Any]]) -> str:
+    """The text of the last finished assistant message in a stream."""
+    done = [
+        e["item"]
+        for e in events
+        if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
+    ]
+    return "".join(part["text"] for part in done[-1]["content"])
+
+
+def deltas(events: list[dict[str, Any]]) -> str:
+    """All streamed text deltas joined."""
+    return "".join(
+        e["update"]["delta"]
+        for e in events
+        if e["type"] == "thread.item.updated"
+        and e["update"]["type"] == "assistant_message.content_part.text_delta"
+    )
+
+
+def user_input(text: str) -> dict[str, Any]:
+    """A `UserMessageInput` in the SDK's shape."""
+    return {
+        "content": [{"type": "input_text", "text": text}],
+        "attachments": [],
+        "inference_options": {},
+    }
