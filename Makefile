@@ -21,8 +21,8 @@ run: migrate
 	$(BIN)/chatkit-backend serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench alembic
-	$(BIN)/ruff format --check src tests bench alembic
+	$(BIN)/ruff check src tests alembic
+	$(BIN)/ruff format --check src tests alembic
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -35,8 +35,8 @@ pytest: $(STAMP)
 test: check pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests bench alembic
-	$(BIN)/ruff check --fix src tests bench alembic
+	$(BIN)/ruff format src tests alembic
+	$(BIN)/ruff check --fix src tests alembic
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

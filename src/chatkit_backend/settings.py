@@ -14,7 +14,11 @@ class Settings(BaseSettings):
     """One place for every setting; names match the environment variables."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
     )
 
     env: Literal["development", "production"] = "development"
