@@ -260,19 +260,21 @@ class SQLStore(Store[RequestContext]):
         """Record the owner's rating of items in their thread; a new rating replaces the old."""
         if not item_ids:
             return
-        now = datetime.now(UTC)
-        rows = [
-            {
-                "tenant_id": context.tenant_id,
-                "user_id": context.user_id,
-                "thread_id": thread_id,
-                "item_id": item_id,
-                "kind": kind,
-                "created_at": now,
-            }
-            for item_id in dict.fromkeys(item_ids)
-        ]
-        insert = insert_for(self._dialect, FEEDBACK).values(rows)
+        # INSERT ... SELECT from the owner's items: ratings can only name what they own.
+        source = select(
+            ITEMS.c.tenant_id,
+            ITEMS.c.user_id,
+            ITEMS.c.thread_id,
+            ITEMS.c.id,
+            literal(kind),
+            literal(datetime.now(UTC), FEEDBACK.c.created_at.type),
+        ).where(
+            ITEMS.c.id.in_(list(item_ids)),
+            ITEMS.c.thread_id == thread_id,
+            _owned(ITEMS, context),
+        )
+        columns = ["tenant_id", "user_id", "thread_id", "item_id", "kind", "created_at"]
+        insert = insert_for(self._dialect, FEEDBACK).from_select(columns, source)
         upsert = insert.on_conflict_do_update(
             index_elements=[FEEDBACK.c.tenant_id, FEEDBACK.c.user_id, FEEDBACK.c.item_id],
             set_={"kind": insert.excluded.kind, "created_at": insert.excluded.created_at},
