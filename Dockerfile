@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+
+# ---- builder: install the package and its dependencies into a virtualenv ----
+# The venv is the only thing the runtime stage takes from here, so pip, the build
+# backend and any build caches never reach the final image.
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN python -m venv /opt/venv
+ENV PATH="/opt/venv/bin:$PATH"
+
+WORKDIR /build
+# pyproject.toml names README.md as the readme, so hatchling needs it to build.
+COPY pyproject.toml README.md ./
+COPY src ./src
+# A regular (non-editable) install: the runtime stage has no source tree.
+RUN pip install .
+
+
+# ---- runtime: the venv, the migrations, and nothing else ----
+FROM python:3.11-slim AS runtime
+
+ENV PATH="/opt/venv/bin:$PATH" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# A fixed numeric id, so `runAsNonRoot` checks and bind-mount ownership are predictable.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
+
+COPY --from=builder /opt/venv /opt/venv
+
+WORKDIR /app
+# `chatkit-backend migrate` looks for alembic.ini (and alembic/ beside it) in the
+# working directory; the installed package has no project folder to fall back to.
+COPY alembic.ini ./
+COPY alembic ./alembic
+
+# The default DATABASE_URL is ./data/chatkit.db, i.e. /app/data; it is the only path
+# the app writes to. Owned by the app user so that a named volume mounted here
+# starts out writable (Docker copies the ownership into a new, empty volume).
+RUN mkdir -p /app/data && chown app:app /app/data
+
+USER 10001:10001
+
+EXPOSE 8000
+
+# uvicorn finishes in-flight requests on SIGTERM (up to its 30 s graceful timeout);
+# `docker stop` waits 10 s by default, so raise it with --stop-timeout if streams run long.
+STOPSIGNAL SIGTERM
+
+# The slim image has no curl; the venv's Python can do the request itself.
+# urlopen raises (so the command exits non-zero) on a refused connection or a non-2xx.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+# Binds every interface inside the container; WORKERS (default 1) sets the process count.
+# The schema is not created here: run `chatkit-backend migrate` first (compose.yaml does).
+CMD ["chatkit-backend", "serve", "--host", "0.0.0.0", "--port", "8000"]
