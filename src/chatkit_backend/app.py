@@ -11,7 +11,7 @@ from chatkit_backend.api.handlers import install_error_handlers
 from chatkit_backend.api.health import router as health_router
 from chatkit_backend.checks import RequestChecker
 from chatkit_backend.logs import configure_logging
-from chatkit_backend.providers.factory import build_model
+from chatkit_backend.providers.factory import build_provider
 from chatkit_backend.server import ChatServer
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.engine import create_engine
@@ -23,16 +23,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = create_engine(settings.database_url, settings.database_pool_size)
     store = SQLStore(engine)
+    provider = build_provider(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await engine.dispose()
+        try:
+            yield
+        finally:
+            await provider.aclose()
+            await engine.dispose()
 
     app = FastAPI(title="chatkit-backend", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
-    app.state.chat_server = ChatServer(store, build_model(settings), settings)
+    app.state.chat_server = ChatServer(store, provider.model, settings)
     app.state.checker = RequestChecker(store, settings)
     install_error_handlers(app)
     app.include_router(chatkit_router)
