@@ -1,11 +1,13 @@
 """Throwaway databases for tests: a SQLite file, or a fresh PostgreSQL database."""
 
+import asyncio
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -15,14 +17,11 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
-def postgres_reachable() -> bool:
-    import asyncio
-
-    import asyncpg
-
+def _admin_sql(sql: str | None) -> None:
+    """Connect to the admin database (and run `sql`), from synchronous code."""
     url = make_url(POSTGRES_ADMIN_URL)
 
-    async def ping() -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(
             host=url.host,
             port=url.port or 5432,
@@ -31,10 +30,18 @@ def postgres_reachable() -> bool:
             password=url.password,
             timeout=3,
         )
-        await conn.close()
+        try:
+            if sql is not None:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
 
+    asyncio.run(run())
+
+
+def postgres_reachable() -> bool:
     try:
-        asyncio.run(ping())
+        _admin_sql(None)
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return False
     return True
@@ -52,31 +59,12 @@ def require_postgres() -> None:
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """Create an empty database on the test server, yield its async URL, drop it after."""
-    import asyncio
-
-    import asyncpg
-
-    admin = make_url(POSTGRES_ADMIN_URL)
     name = f"chatkit_test_{secrets.token_hex(6)}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(
-            host=admin.host,
-            port=admin.port or 5432,
-            user=admin.username,
-            database=admin.database,
-            password=admin.password,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    _admin_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def sqlite_url(directory: Path) -> str:
