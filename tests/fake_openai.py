@@ -3,50 +3,102 @@
     with running_fake_openai() as fake:
         fake.always(Reply(text="Hi there"))       # every request, until changed
         fake.once(Reply(status=429), Reply())     # the next requests, in order, first
+        fake.once(Reply(tool_calls=[ToolCall("get_employee", {"employee_id": 7})]))
+        fake.respond_with(lambda request: Reply(text=f"Got {request.tool_output}"))
         ...  AsyncOpenAI(base_url=fake.base_url, ...)
-        fake.requests[-1].body["model"]
+        fake.requests[-1].body["model"], fake.requests[-1].tool_names
 
-It speaks the Responses API (`POST /v1/responses`, streaming and not). Each endpoint
-is a small function from (reply, request body) to frames, so Chat Completions and
-function calls can be added as one more route and one more `Reply` field.
+It speaks the Responses API (`POST /v1/responses`) and Chat Completions
+(`POST /v1/chat/completions`), streaming and not, text and function calls; an Agents
+SDK handoff is a function call too (`handoff("Billing")`). The wire formats are in
+`fake_openai_streams`; `ENDPOINTS` routes a path to its encoders.
 """
 
 import asyncio
 import json
 import re
-import secrets
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 
-Json = dict[str, Any]
-Frame = tuple[str | None, Json]  # (SSE event name, data)
+from tests.fake_openai_streams import (
+    Frame,
+    Json,
+    ToolCall,
+    chat_frames,
+    chat_json,
+    error_body,
+    is_chat_delta,
+    is_responses_delta,
+    responses_frames,
+    responses_json,
+    tokens,
+)
 
-_TOKEN = re.compile(r"\s*\S+")
+__all__ = [
+    "ENDPOINTS",
+    "FakeOpenAI",
+    "Recorded",
+    "Reply",
+    "ToolCall",
+    "ToolOutput",
+    "handoff",
+    "running_fake_openai",
+    "tokens",
+]
 
-
-def tokens(text: str) -> list[str]:
-    """The deltas the fake streams for `text`: word-sized, joining back to `text`."""
-    return _TOKEN.findall(text)
+DEFAULT_TEXT = "Hello from the fake model."
 
 
 @dataclass(frozen=True)
 class Reply:
     """What the fake does with one request."""
 
-    text: str = "Hello from the fake model."
+    text: str | None = None  # None: DEFAULT_TEXT, or no text at all if it calls tools
+    tool_calls: Sequence[ToolCall] = ()  # function calls (and handoffs), after any text
     status: int = 200  # anything else answers an OpenAI-style JSON error
-    cut_after: int | None = None  # drop the connection after this many deltas
+    cut_after: int | None = None  # drop the connection after this many deltas (text or args)
     stall: float = 0.0  # seconds of silence before the first byte
     delta_delay: float = 0.0  # seconds between deltas
     retry_after_ms: int | None = 5  # sent with errors, so client retries are quick
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+
+    @property
+    def message(self) -> str | None:
+        """The assistant text it answers with; None for no message, only tool calls."""
+        if self.text is None and not self.tool_calls:
+            return DEFAULT_TEXT
+        return self.text
+
+
+def handoff(agent_name: str) -> ToolCall:
+    """The call an Agents SDK model makes to hand off to the agent named `agent_name`."""
+    # The SDK's default handoff tool name (Handoff.default_tool_name).
+    return ToolCall(name="transfer_to_" + re.sub(r"[^a-zA-Z0-9_]", "_", agent_name).lower())
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """A tool's result sent back to the model: Responses `function_call_output`, Chat `tool`."""
+
+    call_id: str
+    output: str
+
+
+def _text(content: Any) -> str:
+    """The text of a message's (or tool output's) content: a string, or a list of parts."""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [])
 
 
 @dataclass(frozen=True)
@@ -61,129 +113,47 @@ class Recorded:
     def authorization(self) -> str | None:
         return self.headers.get("authorization")
 
-    def messages(self) -> list[tuple[str, str]]:
-        """The Responses `input` (or Chat `messages`) as (role, text) pairs, oldest first."""
+    @property
+    def items(self) -> list[Json]:
+        """The Responses `input` items (a string as one user message), or Chat `messages`."""
         raw = self.body.get("input", self.body.get("messages", []))
-        if isinstance(raw, str):
-            return [("user", raw)]
-        pairs = []
-        for item in raw:
-            if "role" not in item:
-                continue
-            content = item.get("content")
-            if isinstance(content, str):
-                pairs.append((item["role"], content))
-            else:
-                text = "".join(part.get("text", "") for part in content or [])
-                pairs.append((item["role"], text))
-        return pairs
+        return [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
 
+    def messages(self) -> list[tuple[str, str]]:
+        """The messages among the items as (role, text) pairs, oldest first.
 
-_ERRORS = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("invalid_request_error", "unsupported_country_region_territory"),
-    429: ("requests", "rate_limit_exceeded"),
-    500: ("server_error", None),
-    503: ("server_error", None),
-}
+        Chat `tool` messages are here as ("tool", output); Responses function calls and
+        their outputs, which have no role, are not (see `tool_output`).
+        """
+        return [(item["role"], _text(item.get("content"))) for item in self.items if "role" in item]
 
+    @property
+    def tool_names(self) -> list[str]:
+        """The names of the functions offered (handoffs included), in order."""
+        tools = self.body.get("tools") or []
+        return [tool.get("name") or tool.get("function", {}).get("name") for tool in tools]
 
-def error_body(status: int, api_key: str) -> Json:
-    kind, code = _ERRORS.get(status, ("server_error", None))
-    # Like the real service, the 401 message quotes the key: our app must not pass it on.
-    message = f"Incorrect API key provided: {api_key}." if status == 401 else f"Fake {status}"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-# --- The Responses API --------------------------------------------------------------
-
-
-def _response(response_id: str, model: str, output: list[Json], usage: Json | None) -> Json:
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": "completed" if usage else "in_progress",
-        "error": None,
-        "incomplete_details": None,
-        "instructions": None,
-        "model": model,
-        "output": output,
-        "parallel_tool_calls": True,
-        "previous_response_id": None,
-        "store": False,
-        "temperature": 1.0,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
-        "top_p": 1.0,
-        "truncation": "disabled",
-        "usage": usage,
-        "metadata": {},
-    }
-
-
-def _message(item_id: str, text: str | None) -> Json:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
-    status = "in_progress" if text is None else "completed"
-    return {
-        "id": item_id,
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": content,
-    }
-
-
-def _usage(body: Json, text: str) -> Json:
-    input_tokens, output_tokens = len(tokens(json.dumps(body.get("input")))), len(tokens(text))
-    return {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
-def responses_frames(reply: Reply, body: Json) -> Iterator[Frame]:
-    """The SSE events of a streamed Responses API answer, `response.completed` last."""
-    response_id, item_id = f"resp_{secrets.token_hex(12)}", f"msg_{secrets.token_hex(12)}"
-    model, text = body.get("model", "unknown"), reply.text
-    at = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    part = {"type": "output_text", "text": text, "annotations": []}
-    yield "response.created", {"response": _response(response_id, model, [], None)}
-    yield "response.output_item.added", {"output_index": 0, "item": _message(item_id, None)}
-    yield "response.content_part.added", {**at, "part": {**part, "text": ""}}
-    for token in tokens(text):
-        yield "response.output_text.delta", {**at, "delta": token, "logprobs": []}
-    yield "response.output_text.done", {**at, "text": text, "logprobs": []}
-    yield "response.content_part.done", {**at, "part": part}
-    yield "response.output_item.done", {"output_index": 0, "item": _message(item_id, text)}
-    output = [_message(item_id, text)]
-    final = _response(response_id, model, output, _usage(body, text))
-    yield "response.completed", {"response": final}
-
-
-def responses_json(reply: Reply, body: Json) -> Json:
-    """A non-streamed Responses API answer: the response `response.completed` carries."""
-    *_, (_, completed) = responses_frames(reply, body)
-    response: Json = completed["response"]
-    return response
+    @property
+    def tool_output(self) -> ToolOutput | None:
+        """The last input item, if it is a tool's result; else None."""
+        last = self.items[-1] if self.items else {}
+        if last.get("type") == "function_call_output":
+            return ToolOutput(last["call_id"], _text(last.get("output")))
+        if last.get("role") == "tool":
+            return ToolOutput(last["tool_call_id"], _text(last.get("content")))
+        return None
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    frames: Callable[[Reply, Json], Iterator[Frame]]
-    json: Callable[[Reply, Json], Json]
-    is_delta: Callable[[Frame], bool]
+    frames: Callable[[str | None, Sequence[ToolCall], Json], Iterator[Frame]]
+    json: Callable[[str | None, Sequence[ToolCall], Json], Json]
+    is_delta: Callable[[Frame], bool]  # what `cut_after` and `delta_delay` count
 
 
 ENDPOINTS = {
-    "/v1/responses": Endpoint(
-        responses_frames, responses_json, lambda frame: frame[0] == "response.output_text.delta"
-    ),
+    "/v1/responses": Endpoint(responses_frames, responses_json, is_responses_delta),
+    "/v1/chat/completions": Endpoint(chat_frames, chat_json, is_chat_delta),
 }
 
 
@@ -195,21 +165,30 @@ Send = Callable[[Json], Awaitable[None]]
 
 @dataclass
 class FakeOpenAI:
-    """The ASGI app: answers from its script and records every request."""
+    """The ASGI app: answers from its script and records every request.
 
-    default: Reply = field(default_factory=Reply)
+    A request gets the next `once` reply if any is queued, else what the responder
+    (`always` or `respond_with`) makes of it. Both APIs share the script.
+    """
+
+    responder: Callable[[Recorded], Reply] = field(default=lambda _request: Reply())
     queued: deque[Reply] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
     base_url: str = ""  # set once serving, e.g. http://127.0.0.1:PORT/v1
 
     def always(self, reply: Reply) -> None:
-        self.default = reply
+        self.responder = lambda _request: reply
+
+    def respond_with(self, responder: Callable[[Recorded], Reply]) -> None:
+        """Answer each request with `responder(request)` (queued `once` replies first)."""
+        self.responder = responder
 
     def once(self, *replies: Reply) -> None:
         self.queued.extend(replies)
 
     def reset(self) -> None:
-        self.default, self.requests = Reply(), []
+        self.always(Reply())
+        self.requests = []
         self.queued.clear()
 
     async def __call__(self, scope: Json, receive: Receive, send: Send) -> None:
@@ -226,8 +205,10 @@ class FakeOpenAI:
             return
         body: Json = json.loads(raw or b"{}")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        self.requests.append(Recorded(scope["path"], headers, body))
-        reply = self.queued.popleft() if self.queued else self.default
+        request = Recorded(scope["path"], headers, body)
+        self.requests.append(request)
+        # A responder that raises makes a 500 and a traceback in the captured log.
+        reply = self.queued.popleft() if self.queued else self.responder(request)
         if reply.stall and not await _silent_for(reply.stall, receive):
             return  # the client gave up first
         if reply.status != 200:
@@ -237,7 +218,7 @@ class FakeOpenAI:
         elif body.get("stream"):
             await _send_stream(send, endpoint, reply, body)
         else:
-            await _send_json(send, 200, endpoint.json(reply, body))
+            await _send_json(send, 200, endpoint.json(reply.message, reply.tool_calls, body))
 
 
 async def _silent_for(seconds: float, receive: Receive) -> bool:
@@ -262,7 +243,7 @@ async def _send_stream(send: Send, endpoint: Endpoint, reply: Reply, body: Json)
     headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     deltas = 0
-    for sequence_number, (event, data) in enumerate(endpoint.frames(reply, body)):
+    for event, data in endpoint.frames(reply.message, reply.tool_calls, body):
         if endpoint.is_delta((event, data)):
             await asyncio.sleep(reply.delta_delay)
             if deltas == reply.cut_after:
@@ -270,8 +251,8 @@ async def _send_stream(send: Send, endpoint: Endpoint, reply: Reply, body: Json)
                 # (uvicorn logs "ASGI callable returned without completing response".)
                 return
             deltas += 1
-        data = {"type": event, "sequence_number": sequence_number, **data}
-        frame = (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
+        line = data if isinstance(data, str) else json.dumps(data)
+        frame = (f"event: {event}\n" if event else "") + f"data: {line}\n\n"
         await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
