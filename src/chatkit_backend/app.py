@@ -9,6 +9,7 @@ from chatkit_backend import __version__
 from chatkit_backend.api.chatkit import router as chatkit_router
 from chatkit_backend.api.handlers import install_error_handlers
 from chatkit_backend.api.health import router as health_router
+from chatkit_backend.api.security import install_security
 from chatkit_backend.checks import RequestChecker
 from chatkit_backend.logs import configure_logging
 from chatkit_backend.providers.factory import build_provider
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.chat_server = ChatServer(store, provider.model, settings)
     app.state.checker = RequestChecker(store, settings)
     install_error_handlers(app)
+    install_security(app, settings)
     app.include_router(chatkit_router)
     app.include_router(health_router)
     return app

@@ -115,6 +115,11 @@ class RequestChecker:
             raise InvalidRequest("A message needs content")
         if input.attachments:
             raise NotEnabled("Attachments are not enabled on this server")
+        # Text and tag parts alike end up in the model's prompt, and so does a quote.
+        length = sum(len(part.text) for part in input.content) + len(input.quoted_text or "")
+        if length > self.settings.max_message_chars:
+            limit = self.settings.max_message_chars
+            raise InvalidRequest(f"The message is longer than {limit} characters")
 
     async def _pending_client_tool_call(self, thread_id: str, context: RequestContext) -> None:
         page = await self.store.load_thread_items(thread_id, None, 1, "desc", context)

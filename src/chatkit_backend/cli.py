@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from chatkit_backend.auth.roles import ROLES
 from chatkit_backend.logs import configure_logging
 from chatkit_backend.settings import Settings
 
@@ -36,6 +37,31 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from chatkit_backend.auth.mint import mint_token
+
+    tenant = args.tenant or settings.jwt_default_tenant or "default"
+    try:
+        token = mint_token(settings, user=args.user, tenant=tenant, role=args.role, ttl=args.ttl)
+    except ValueError as exc:
+        logger.error("cannot mint a token: %s", exc)
+        return 1
+    # stdout carries only the token, so `TOKEN=$(chatkit-backend token ...)` works.
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+def _ttl(text: str) -> object:
+    from chatkit_backend.auth.mint import parse_ttl
+
+    try:
+        return parse_ttl(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatkit-backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.set_defaults(run=_migrate)
+    token = commands.add_parser("token", help="mint an HS256 token (JWT_SECRET) for development")
+    token.add_argument("--user", required=True, help="the token's subject (sub)")
+    token.add_argument("--tenant", help="tenant claim (default: JWT_DEFAULT_TENANT, else default)")
+    token.add_argument("--role", choices=ROLES, help="role claim (default: none, i.e. member)")
+    token.add_argument("--ttl", type=_ttl, default="1h", help="lifetime: 90s, 15m, 1h, 7d")
+    token.set_defaults(run=_token)
     return parser
 
 

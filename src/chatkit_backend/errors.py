@@ -10,6 +10,8 @@ class RequestError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # Response headers the status needs (`WWW-Authenticate`, `Retry-After`).
+        self.headers: dict[str, str] = {}
 
 
 class InvalidRequest(RequestError):
@@ -47,3 +49,43 @@ class NotSupported(RequestError):
 
     status = 501
     code = "not_implemented"
+
+
+class Unauthorized(RequestError):
+    """No bearer token, or one that does not verify."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, token_given: bool = True) -> None:
+        super().__init__(message)
+        # RFC 6750: a bare challenge when no token came, `invalid_token` when one failed.
+        self.headers["WWW-Authenticate"] = (
+            'Bearer error="invalid_token"' if token_given else "Bearer"
+        )
+
+
+class Forbidden(RequestError):
+    """The caller's role does not allow this request type."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(RequestError):
+    """The caller is over a rate or concurrency limit."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+        self.headers["Retry-After"] = str(self.retry_after_seconds)
+
+
+class AuthUnavailable(RequestError):
+    """The identity provider's keys cannot be fetched, so no token can be checked."""
+
+    status = 503
+    code = "auth_unavailable"

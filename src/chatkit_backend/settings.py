@@ -33,15 +33,27 @@ class Settings(BaseSettings):
     agents_tracing: bool = False
     offline_token_delay_ms: int = Field(default=15, ge=0, le=10_000)
 
-    auth_mode: Literal["none"] = "none"
+    auth_mode: Literal["none", "jwt"] = "none"
     local_user_id: str = "local"
     local_tenant_id: str = "local"
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwt_tenant_claim: str = "tenant_id"
+    jwt_default_tenant: str | None = None
+    jwt_role_claim: str = "role"
+    cors_origins: str | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_page_size: int = Field(default=100, ge=1, le=1000)
     history_items: int = Field(default=30, ge=1, le=1000)
+    max_message_chars: int = Field(default=20_000, ge=1, le=1_000_000)
+    rate_limit_per_minute: int = Field(default=120, ge=1, le=1_000_000)
+    max_streams_per_user: int = Field(default=3, ge=1, le=1000)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -63,3 +75,37 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def cors_origin_list(self) -> list[str] | None:
+        """CORS_ORIGINS split on commas, trailing slashes dropped; None when unset."""
+        if self.cors_origins is None:
+            return None
+        origins = (origin.strip().rstrip("/") for origin in self.cors_origins.split(","))
+        return [origin for origin in origins if origin]
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> "Settings":
+        # Messages name settings, never values: the CLI shows them on a failed start.
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
+        # HS256 keys shorter than the hash (32 bytes) are brute-forceable; PyJWT agrees.
+        if secret is not None and len(secret.encode()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 bytes")
+        if self.auth_mode == "jwt" and secret is None and self.jwt_jwks_url is None:
+            raise ValueError("AUTH_MODE=jwt needs JWT_SECRET or JWT_JWKS_URL")
+        for origin in self.cors_origin_list or []:
+            scheme, _, host = origin.partition("://")
+            if origin != "*" and (scheme not in ("http", "https") or not host or "/" in host):
+                raise ValueError("CORS_ORIGINS entries look like https://app.example.com")
+        if self.env != "production":
+            return self
+        if self.auth_mode != "jwt":
+            raise ValueError("ENV=production needs AUTH_MODE=jwt")
+        # Long but repetitive ("changeme" four times) is still guessable.
+        if secret is not None and len(set(secret)) < 10:
+            raise ValueError("JWT_SECRET is too weak; use a random one (openssl rand -hex 32)")
+        if self.jwt_jwks_url is not None and not self.jwt_jwks_url.startswith("https://"):
+            raise ValueError("ENV=production needs an https:// JWT_JWKS_URL")
+        if "*" in (self.cors_origin_list or []):
+            raise ValueError("ENV=production refuses a wildcard CORS_ORIGINS")
+        return self

@@ -4,8 +4,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from chatkit_backend.api.auth import authenticate
 from chatkit_backend.checks import RequestChecker
 from chatkit_backend.context import RequestContext
+from chatkit_backend.limits import Limiter
 from chatkit_backend.server import ChatServer
 from chatkit_backend.settings import Settings
 
@@ -25,14 +27,18 @@ def get_checker(request: Request) -> RequestChecker:
     return checker
 
 
-def get_context(settings: Annotated[Settings, Depends(get_settings)]) -> RequestContext:
-    """The caller. With AUTH_MODE=none there is one local user in one local tenant."""
-    return RequestContext(
-        user_id=settings.local_user_id, tenant_id=settings.local_tenant_id, role="owner"
-    )
+async def get_context(request: Request) -> RequestContext:
+    """The caller: whoever the bearer token names, or with AUTH_MODE=none the local user."""
+    return await authenticate(request)
+
+
+def get_limiter(request: Request) -> Limiter:
+    limiter: Limiter = request.app.state.limiter
+    return limiter
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServerDep = Annotated[ChatServer, Depends(get_server)]
 CheckerDep = Annotated[RequestChecker, Depends(get_checker)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
+LimiterDep = Annotated[Limiter, Depends(get_limiter)]

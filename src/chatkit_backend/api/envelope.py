@@ -10,4 +10,7 @@ def error_response(
 ) -> JSONResponse:
     """`{"error": {"code", "message"}}`, plus a top-level `message` the web client shows."""
     body = {"error": {"code": code, "message": message}, "message": message}
-    return JSONResponse(body, status_code=status, headers=headers)
+    response = JSONResponse(body, status_code=status, headers=headers)
+    # Also set here: a 500 is sent from outside every middleware, the headers one included.
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 async def _request_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
 
 
 async def _store_not_found(_: Request, exc: Exception) -> JSONResponse:

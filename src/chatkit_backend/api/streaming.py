@@ -1,7 +1,7 @@
 """Server-sent events that end cleanly and notice a client that went away."""
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 from chatkit.errors import ErrorCode
@@ -39,10 +39,21 @@ class EventStreamResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self, frames: AsyncIterator[bytes], on_close: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(ending_cleanly(frames), headers=SSE_HEADERS)
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream_until_done_or_gone(scope, receive, send)
+        finally:
+            # However the stream ended (done, failed, client gone): e.g. free its slot.
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _stream_until_done_or_gone(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as task_group:
 
             async def stream_then_stop() -> None:

@@ -1,0 +1,1 @@
+"""Who is calling: bearer-token verification, JWKS keys, roles and minting dev tokens."""

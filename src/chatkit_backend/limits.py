@@ -1,0 +1,154 @@
+"""Per-user abuse limits: requests per minute and concurrent streams.
+
+The counts live in this process. With several workers or replicas each counts on its
+own, so a user can reach the limits once per process; a shared limiter can replace
+this one behind the `Limiter` protocol.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from chatkit_backend.context import RequestContext
+from chatkit_backend.errors import TooManyRequests
+
+# A refused stream cannot know when the user's other streams end; this is a hint.
+STREAM_RETRY_AFTER_SECONDS = 2
+# How often idle buckets are dropped, so the table does not grow with every user seen.
+_PRUNE_EVERY_SECONDS = 60.0
+
+Key = tuple[str, str]
+
+
+def _key(context: RequestContext) -> Key:
+    return (context.tenant_id, context.user_id)
+
+
+class StreamLease:
+    """One open stream of one user. Releasing twice is harmless."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+
+class Limiter(Protocol):
+    """What the API layer needs from a limiter."""
+
+    def admit_request(self, context: RequestContext) -> None:
+        """Count one request; raise `TooManyRequests` when the caller is over the rate."""
+
+    def open_stream(self, context: RequestContext) -> StreamLease:
+        """Take a stream slot; raise `TooManyRequests` when all are in use."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A token bucket per user: `per_minute` requests at once, refilled evenly."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self._buckets: dict[Key, _Bucket] = {}
+        self._pruned_at = clock()
+
+    def take(self, key: Key) -> float:
+        """Take one token; return 0 when granted, else the seconds until one is free."""
+        now = self.clock()
+        self._prune(now)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self.capacity, now)
+        else:
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        if now - self._pruned_at < _PRUNE_EVERY_SECONDS:
+            return
+        self._pruned_at = now
+        # A bucket that has refilled completely is the same as no bucket.
+        full = [
+            key
+            for key, bucket in self._buckets.items()
+            if bucket.tokens + (now - bucket.updated) * self.rate >= self.capacity
+        ]
+        for key in full:
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class StreamSlots:
+    """At most `per_user` open streams per user."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._open: dict[Key, int] = {}
+
+    def acquire(self, key: Key) -> StreamLease | None:
+        if self._open.get(key, 0) >= self.per_user:
+            return None
+        self._open[key] = self._open.get(key, 0) + 1
+        return StreamLease(lambda: self._release(key))
+
+    def _release(self, key: Key) -> None:
+        remaining = self._open.get(key, 0) - 1
+        if remaining > 0:
+            self._open[key] = remaining
+        else:
+            self._open.pop(key, None)
+
+    def open_count(self, key: Key) -> int:
+        return self._open.get(key, 0)
+
+
+class InProcessLimiter:
+    """The `Limiter` for one process: a rate limiter and stream slots, keyed by user."""
+
+    def __init__(
+        self,
+        requests_per_minute: int,
+        streams_per_user: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = RateLimiter(requests_per_minute, clock)
+        self.streams = StreamSlots(streams_per_user)
+
+    def admit_request(self, context: RequestContext) -> None:
+        wait = self.rate.take(_key(context))
+        if wait > 0:
+            raise TooManyRequests(
+                "Too many requests; try again shortly", retry_after_seconds=math.ceil(wait)
+            )
+
+    def open_stream(self, context: RequestContext) -> StreamLease:
+        lease = self.streams.acquire(_key(context))
+        if lease is None:
+            raise TooManyRequests(
+                f"You already have {self.streams.per_user} answers in progress; "
+                "wait for one to finish",
+                retry_after_seconds=STREAM_RETRY_AFTER_SECONDS,
+            )
+        return lease
+
+    def open_streams(self, context: RequestContext) -> int:
+        """How many streams the caller has open (for tests and diagnostics)."""
+        return self.streams.open_count(_key(context))
