@@ -11,9 +11,11 @@ from sqlalchemy import ColumnElement, Select, Table, and_, delete, literal, sele
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import RequestContext
+from chatkit_backend.store.employees import EmployeeDirectory
 from chatkit_backend.store.ids import new_id
 from chatkit_backend.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
 from chatkit_backend.store.upsert import insert_for
+from chatkit_backend.store.usage import UsageLedger
 
 THREADS: Table = ThreadRow.__table__  # type: ignore[attr-defined]
 ITEMS: Table = ItemRow.__table__  # type: ignore[attr-defined]
@@ -67,6 +69,8 @@ class SQLStore(Store[RequestContext]):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self.employees = EmployeeDirectory(engine)
+        self.usage = UsageLedger(engine)
 
     def generate_thread_id(self, context: RequestContext) -> str:
         return new_id("thread")

@@ -81,4 +81,35 @@ class FeedbackRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
 
 
+class EmployeeRow(SQLModel, table=True):
+    """A person in a tenant's directory, for the `erp-support` agent's tool."""
+
+    __tablename__ = "employees"
+
+    tenant_id: str = Field(max_length=255, primary_key=True)
+    employee_id: int = Field(primary_key=True, sa_type=BigInteger)
+    name: str = Field(max_length=255)
+    title: str = Field(max_length=255)
+    department: str = Field(max_length=255)
+    email: str = Field(max_length=255)
+    manager_id: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class UsageRow(SQLModel, table=True):
+    """Model tokens one answer used, per thread and tenant."""
+
+    __tablename__ = "usage"
+    __table_args__ = (Index("ix_usage_tenant_thread", "tenant_id", "thread_id"),)
+
+    id: int | None = Field(default=None, sa_column=_seq_column())
+    tenant_id: str = Field(max_length=255)
+    user_id: str = Field(max_length=255)
+    thread_id: str = Field(max_length=64)
+    model: str = Field(max_length=255)
+    requests: int
+    input_tokens: int = Field(sa_type=BigInteger)
+    output_tokens: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(sa_column=_utc_column())
+
+
 metadata = SQLModel.metadata
