@@ -6,6 +6,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from chatkit_backend import __version__
+from chatkit_backend.agents.guardrails import message_length_guardrail
+from chatkit_backend.agents.registry import AgentSelector, load_factory
+from chatkit_backend.agents.turn import Answerer
 from chatkit_backend.api.chatkit import router as chatkit_router
 from chatkit_backend.api.handlers import install_error_handlers
 from chatkit_backend.api.health import router as health_router
@@ -22,6 +25,8 @@ from chatkit_backend.store.sql_store import SQLStore
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: engine, store, ChatKit server and routes."""
     settings = settings or Settings()
+    # First what can fail on a bad setting, so nothing is left open when it does.
+    agent_factory = load_factory(settings.agent)
     engine = create_engine(settings.database_url, settings.database_pool_size)
     store = SQLStore(engine)
     provider = build_provider(settings)
@@ -37,7 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="chatkit-backend", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
-    app.state.chat_server = ChatServer(store, provider.model, settings)
+    selector = AgentSelector(
+        agent_factory, [message_length_guardrail(settings.input_guardrail_max_chars)]
+    )
+    answerer = Answerer(provider, selector, store.usage, settings)
+    app.state.chat_server = ChatServer(store, answerer, settings)
     app.state.checker = RequestChecker(store, settings)
     install_error_handlers(app)
     install_security(app, settings)

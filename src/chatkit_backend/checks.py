@@ -115,6 +115,12 @@ class RequestChecker:
             raise InvalidRequest("A message needs content")
         if input.attachments:
             raise NotEnabled("Attachments are not enabled on this server")
+        model = input.inference_options.model
+        if model is not None and model not in self.settings.allowed_models:
+            allowed = ", ".join(sorted(self.settings.allowed_models))
+            raise InvalidRequest(
+                f"Model {model[:100]!r} is not allowed here; choose one of: {allowed}"
+            )
         # Text and tag parts alike end up in the model's prompt, and so does a quote.
         length = sum(len(part.text) for part in input.content) + len(input.quoted_text or "")
         if length > self.settings.max_message_chars:

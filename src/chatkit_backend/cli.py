@@ -62,6 +62,27 @@ def _ttl(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from chatkit_backend.demo import load_demo_directory
+    from chatkit_backend.store.employees import EmployeeDirectory
+    from chatkit_backend.store.engine import create_engine
+
+    async def load() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            directory = EmployeeDirectory(engine)
+            for tenant in args.tenant or [settings.local_tenant_id]:
+                count = await load_demo_directory(directory, tenant)
+                logger.info("loaded %d demo employees for tenant %s", count, tenant)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(load())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatkit-backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--role", choices=ROLES, help="role claim (default: none, i.e. member)")
     token.add_argument("--ttl", type=_ttl, default="1h", help="lifetime: 90s, 15m, 1h, 7d")
     token.set_defaults(run=_token)
+    seed = commands.add_parser("seed-demo", help="load demo employees for the erp-support agent")
+    seed.add_argument(
+        "--tenant", action="append", help="tenant to load (repeatable; default: LOCAL_TENANT_ID)"
+    )
+    seed.set_defaults(run=_seed_demo)
     return parser
 
 

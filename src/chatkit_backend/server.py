@@ -3,39 +3,51 @@
 from collections.abc import AsyncIterator
 
 import anyio
-from agents import Model, RunConfig, Runner
-from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
-from chatkit.errors import CustomStreamError
+from agents.items import TResponseInputItem
+from chatkit.agents import AgentContext, ThreadItemConverter
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.types import (
+    AssistantMessageItem,
     ChatKitReq,
     FeedbackKind,
     ThreadItem,
-    ThreadItemDoneEvent,
     ThreadMetadata,
     ThreadStreamEvent,
     UserMessageItem,
+    UserMessageTextContent,
     is_streaming_req,
 )
 
-from chatkit_backend.agents.assistant import build_assistant
-from chatkit_backend.agents.events import AnswerTracker
-from chatkit_backend.agents.failures import describe_failure, log_failure
+from chatkit_backend.agents.turn import Answerer
 from chatkit_backend.context import RequestContext
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.sql_store import SQLStore
 
 
+class HistoryConverter(ThreadItemConverter):
+    """The SDK's converter, with earlier answers in a shape both model APIs accept.
+
+    The SDK sends them as `output_text` parts, which the Agents SDK's Chat Completions
+    converter refuses ("Unknown content"): every second message failed on Gemini and
+    local servers. Plain text works for the Responses API and Chat Completions alike.
+    """
+
+    async def assistant_message_to_input(
+        self, item: AssistantMessageItem
+    ) -> TResponseInputItem | list[TResponseInputItem] | None:
+        text = "".join(part.text for part in item.content)
+        return {"type": "message", "role": "assistant", "content": text}
+
+
 class ChatServer(ChatKitServer[RequestContext]):
     """Answers with an Agents SDK agent and keeps everything in the SQL store."""
 
-    def __init__(self, store: SQLStore, model: Model, settings: Settings) -> None:
+    def __init__(self, store: SQLStore, answerer: Answerer, settings: Settings) -> None:
         super().__init__(store)
         self.sql_store = store
-        self.model = model
+        self.answerer = answerer
         self.settings = settings
-        self.converter = ThreadItemConverter()
-        self.run_config = RunConfig(tracing_disabled=not settings.agents_tracing)
+        self.converter = HistoryConverter()
 
     async def handle(
         self, request: ChatKitReq, context: RequestContext
@@ -56,21 +68,17 @@ class ChatServer(ChatKitServer[RequestContext]):
             thread=thread, store=self.store, request_context=context
         )
         history = await self.converter.to_agent_input(await self.recent_items(thread, context))
-        agent = build_assistant(self.model, context)
-        tracker = AnswerTracker(lambda: self.store.generate_item_id("message", thread, context))
-        try:
-            result = Runner.run_streamed(
-                agent, history, context=agent_context, run_config=self.run_config
-            )
-            async for event in stream_agent_response(agent_context, result):
-                yield tracker.rewrite(event)
-        except Exception as exc:
-            log_failure(exc, thread.id)
-            # Whatever was said before the failure stays in the thread.
-            for item in tracker.unfinished():
-                yield ThreadItemDoneEvent(item=item)
-            message, allow_retry = describe_failure(exc)
-            raise CustomStreamError(message, allow_retry=allow_retry) from None
+        options = input_user_message.inference_options if input_user_message else None
+        async for event in self.answerer.answer(
+            agent_context,
+            history,
+            options,
+            lambda: self.store.generate_item_id("message", thread, context),
+        ):
+            yield event
+        if thread.title is None and self.settings.titles and input_user_message is not None:
+            # The SDK notices the change, saves the thread and sends `thread.updated`.
+            thread.title = await self.answerer.title(_text_of(input_user_message))
 
     async def recent_items(
         self, thread: ThreadMetadata, context: RequestContext
@@ -93,3 +101,9 @@ class ChatServer(ChatKitServer[RequestContext]):
         self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
     ) -> None:
         await self.sql_store.save_feedback(thread_id, item_ids, feedback, context)
+
+
+def _text_of(message: UserMessageItem) -> str:
+    return " ".join(
+        part.text for part in message.content if isinstance(part, UserMessageTextContent)
+    )

@@ -1,13 +1,24 @@
 """All configuration, read once from the environment and `.env`."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/chatkit.db"
 
-Provider = Literal["offline", "openai"]
+Provider = Literal["offline", "openai", "gemini", "openai-compatible"]
+ModelApi = Literal["responses", "chat_completions"]
+
+# Each provider's default model and API; Gemini and most local servers speak only
+# Chat Completions.
+PROVIDER_DEFAULTS: dict[Provider, tuple[str, ModelApi]] = {
+    "offline": ("offline", "responses"),
+    "openai": ("gpt-4.1-mini", "responses"),
+    "gemini": ("gemini-2.5-flash", "chat_completions"),
+    "openai-compatible": ("llama3.2", "chat_completions"),
+}
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
 
 
 class Settings(BaseSettings):
@@ -26,12 +37,20 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=500)
 
     llm_provider: Provider | None = None
+    llm_api: ModelApi | None = None
     llm_model: str | None = None
+    llm_allowed_models: Annotated[list[str], NoDecode] = []
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    gemini_api_key: SecretStr | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     agents_tracing: bool = False
     offline_token_delay_ms: int = Field(default=15, ge=0, le=10_000)
+    agent: str = "assistant"
+    input_guardrail_max_chars: int = Field(default=8000, ge=1)
+    titles: bool = True
 
     auth_mode: Literal["none", "jwt"] = "none"
     local_user_id: str = "local"
@@ -59,10 +78,21 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
 
+    @field_validator("llm_allowed_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
     @model_validator(mode="after")
     def _fail_fast(self) -> "Settings":
         if self.llm_provider == "openai" and self.openai_api_key is None:
             raise ValueError("LLM_PROVIDER=openai needs OPENAI_API_KEY")
+        if self.llm_provider == "gemini" and self.gemini_api_key is None:
+            raise ValueError("LLM_PROVIDER=gemini needs GEMINI_API_KEY")
+        if self.llm_provider == "openai-compatible" and self.llm_base_url is None:
+            raise ValueError("LLM_PROVIDER=openai-compatible needs LLM_BASE_URL")
         return self
 
     @property
@@ -71,6 +101,21 @@ class Settings(BaseSettings):
         if self.llm_provider is not None:
             return self.llm_provider
         return "openai" if self.openai_api_key is not None else "offline"
+
+    @property
+    def model_api(self) -> ModelApi:
+        """Responses or Chat Completions: as set, else the provider's default."""
+        return self.llm_api or PROVIDER_DEFAULTS[self.resolved_provider][1]
+
+    @property
+    def model_name(self) -> str:
+        """The model asked for when the composer names none."""
+        return self.llm_model or PROVIDER_DEFAULTS[self.resolved_provider][0]
+
+    @property
+    def allowed_models(self) -> frozenset[str]:
+        """Models the composer may pick: the configured list plus the default model."""
+        return frozenset([*self.llm_allowed_models, self.model_name])
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,8 +1,9 @@
 """The built-in general assistant."""
 
-from agents import Agent, Model
+from agents import Agent
 from chatkit.agents import AgentContext
 
+from chatkit_backend.agents.identity import who_is_asking
 from chatkit_backend.context import RequestContext
 
 INSTRUCTIONS = (
@@ -11,10 +12,8 @@ INSTRUCTIONS = (
 )
 
 
-def build_assistant(model: Model, context: RequestContext) -> Agent[AgentContext[RequestContext]]:
-    """A general helpful assistant, told who it is talking to."""
+def build_assistant(context: RequestContext) -> Agent[AgentContext[RequestContext]]:
+    """A general helpful assistant."""
     return Agent[AgentContext[RequestContext]](
-        name="Assistant",
-        instructions=f"{INSTRUCTIONS}\nThe user's id is {context.user_id}.",
-        model=model,
+        name="Assistant", instructions=f"{INSTRUCTIONS}\n{who_is_asking(context)}"
     )

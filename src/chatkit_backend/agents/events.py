@@ -10,6 +10,7 @@ from chatkit.types import (
     AssistantMessageItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
+    ThreadItemRemovedEvent,
     ThreadItemUpdatedEvent,
     ThreadStreamEvent,
 )
@@ -41,6 +42,10 @@ class AnswerTracker:
                 new_id = self._ids[raw_id]
                 self._apply(new_id, event)
                 return event.model_copy(update={"item_id": new_id})
+            case ThreadItemRemovedEvent(item_id=raw_id) if raw_id in self._ids:
+                new_id = self._ids.pop(raw_id)
+                self._open.pop(new_id, None)
+                return ThreadItemRemovedEvent(item_id=new_id)
             case ThreadItemDoneEvent(item=AssistantMessageItem() as item):
                 new_id = self._ids.pop(item.id, "") or self._new_id()
                 self._open.pop(new_id, None)

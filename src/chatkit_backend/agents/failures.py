@@ -3,7 +3,12 @@
 import logging
 
 import openai
-from agents.exceptions import AgentsException, MaxTurnsExceeded, ModelBehaviorError
+from agents.exceptions import (
+    AgentsException,
+    InputGuardrailTripwireTriggered,
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -11,6 +16,10 @@ logger = logging.getLogger(__name__)
 def describe_failure(exc: Exception) -> tuple[str, bool]:
     """A message safe to show, and whether retrying may help."""
     match exc:
+        case InputGuardrailTripwireTriggered():
+            info = exc.guardrail_result.output.output_info
+            message = info.get("message") if isinstance(info, dict) else None
+            return str(message or "The assistant cannot take this message."), False
         case openai.AuthenticationError() | openai.PermissionDeniedError():
             return "The model provider refused our credentials. Ask an administrator.", False
         case openai.RateLimitError():

@@ -1,48 +1,72 @@
-"""Build the model the settings ask for, and close what it holds."""
+"""Build the models the settings ask for, and close what they hold."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import assert_never
 
-from agents import Model, OpenAIResponsesModel
+from agents import Model, ModelProvider, OpenAIChatCompletionsModel, OpenAIResponsesModel
 from openai import AsyncOpenAI
 
 from chatkit_backend.providers.offline import OfflineModel
-from chatkit_backend.settings import Settings
+from chatkit_backend.settings import GEMINI_BASE_URL, ModelApi, Settings
 
-DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+# Local servers (Ollama, llama.cpp) ignore the key, but the client insists on one.
+PLACEHOLDER_KEY = "not-needed"
 
 
-@dataclass(frozen=True, slots=True)
-class Provider:
-    """A model and the HTTP client behind it, if any."""
+@dataclass
+class Provider(ModelProvider):
+    """Hands out models by name, all sharing one HTTP client (if any)."""
 
-    model: Model
+    default_name: str
+    api: ModelApi
     client: AsyncOpenAI | None = None
+    token_delay: float = 0.0
+    _models: dict[str, Model] = field(default_factory=dict)
+
+    def get_model(self, model_name: str | None) -> Model:
+        name = model_name or self.default_name
+        if name not in self._models:
+            self._models[name] = self._build(name)
+        return self._models[name]
+
+    def _build(self, name: str) -> Model:
+        if self.client is None:
+            return OfflineModel(token_delay=self.token_delay)
+        match self.api:
+            case "responses":
+                return OpenAIResponsesModel(model=name, openai_client=self.client)
+            case "chat_completions":
+                return OpenAIChatCompletionsModel(model=name, openai_client=self.client)
+            case _:
+                assert_never(self.api)
 
     async def aclose(self) -> None:
-        """Close the model and its connections."""
-        await self.model.close()
+        """Close the models and their connections."""
+        for model in self._models.values():
+            await model.close()
         if self.client is not None:
             await self.client.close()
 
 
 def build_provider(settings: Settings) -> Provider:
-    """The offline model, or an OpenAI Responses model honouring `OPENAI_BASE_URL`."""
-    provider = settings.resolved_provider
-    match provider:
+    """The provider `LLM_PROVIDER` names, with its credentials and base URL."""
+    name, api = settings.model_name, settings.model_api
+    match settings.resolved_provider:
         case "offline":
-            return Provider(OfflineModel(token_delay=settings.offline_token_delay_ms / 1000))
+            delay = settings.offline_token_delay_ms / 1000
+            return Provider(name, api, token_delay=delay)
         case "openai":
-            assert settings.openai_api_key is not None  # the settings validator ensures it
-            client = AsyncOpenAI(
-                api_key=settings.openai_api_key.get_secret_value(),
-                base_url=settings.openai_base_url,
-                timeout=settings.llm_timeout_seconds,
-                max_retries=1,
-            )
-            model = OpenAIResponsesModel(
-                model=settings.llm_model or DEFAULT_OPENAI_MODEL, openai_client=client
-            )
-            return Provider(model, client)
-        case _:
-            assert_never(provider)
+            key, base_url = settings.openai_api_key, settings.openai_base_url
+        case "gemini":
+            key, base_url = settings.gemini_api_key, settings.llm_base_url or GEMINI_BASE_URL
+        case "openai-compatible":
+            key, base_url = settings.llm_api_key, settings.llm_base_url
+        case unknown:
+            assert_never(unknown)
+    client = AsyncOpenAI(
+        api_key=key.get_secret_value() if key is not None else PLACEHOLDER_KEY,
+        base_url=base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=1,
+    )
+    return Provider(name, api, client)

@@ -1,9 +1,12 @@
-"""A deterministic model that needs no network, for development, demos and tests."""
+"""A deterministic model that needs no network, for development, demos and tests.
+
+It streams like a real Responses model: text word by word, and function calls for
+tools and handoffs, chosen by `offline_script.plan`.
+"""
 
 import asyncio
-import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from agents import Handoff, Model, ModelResponse, ModelSettings, ModelTracing, Tool, Usage
@@ -15,6 +18,9 @@ from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
     ResponseCreatedEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseFunctionToolCall,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
@@ -26,45 +32,40 @@ from openai.types.responses import (
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from chatkit_backend.providers.offline_script import (
+    Call,
+    Say,
+    last_user_text,
+    offline_answer,
+    plan,
+    tokens_of,
+)
+
 MODEL_NAME = "offline"
-_TOKEN = re.compile(r"\s*\S+")
+
+__all__ = ["OfflineModel", "last_user_text", "offline_answer", "tokens_of"]
 
 
-def last_user_text(input: str | list[TResponseInputItem]) -> str:
-    """The text of the newest user message in a Responses-style input."""
-    if isinstance(input, str):
-        return input
-    for item in reversed(input):
-        if not isinstance(item, dict) or item.get("role") != "user":
-            continue
-        content: Any = item.get("content")
-        if isinstance(content, str):
-            return content
-        parts = [p.get("text", "") for p in content or [] if p.get("type") == "input_text"]
-        return "\n".join(part for part in parts if part)
-    return ""
-
-
-def offline_answer(user_text: str) -> str:
-    """The reply for a message: says plainly what it is, and echoes what it was given."""
-    said = " ".join(user_text.split())
-    if len(said) > 200:
-        said = said[:200] + "…"
-    echo = f' You said: "{said}".' if said else ""
-    return (
-        "This is the offline model of chatkit-backend: no language model is configured, "
-        f"so this answer is generated locally.{echo} Set LLM_PROVIDER and an API key "
-        "to get real answers."
+def _plan(
+    instructions: str | None,
+    input: str | list[TResponseInputItem],
+    model_settings: ModelSettings,
+    tools: list[Tool],
+    handoffs: list[Handoff[Any, Any]],
+) -> Call | Say:
+    choice = model_settings.tool_choice if isinstance(model_settings.tool_choice, str) else None
+    return plan(
+        instructions,
+        input,
+        [tool.name for tool in tools],
+        {handoff.tool_name: handoff.agent_name for handoff in handoffs},
+        choice,
     )
 
 
-def tokens_of(text: str) -> list[str]:
-    """Split text into word-sized deltas that join back to exactly `text`."""
-    return _TOKEN.findall(text)
-
-
-def _usage(input_text: str, output_text: str) -> ResponseUsage:
-    input_tokens, output_tokens = len(tokens_of(input_text)), len(tokens_of(output_text))
+def _usage(input: str | list[TResponseInputItem], output: str) -> ResponseUsage:
+    input_tokens = len(tokens_of(last_user_text(input)))
+    output_tokens = len(tokens_of(output))
     return ResponseUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -89,8 +90,32 @@ def _response(response_id: str, output: list[Any], usage: ResponseUsage | None) 
     )
 
 
+def _message(item_id: str, text: str | None) -> ResponseOutputMessage:
+    content = (
+        [] if text is None else [ResponseOutputText(type="output_text", text=text, annotations=[])]
+    )
+    return ResponseOutputMessage(
+        id=item_id,
+        type="message",
+        role="assistant",
+        status="in_progress" if text is None else "completed",
+        content=content,
+    )
+
+
+def _function_call(item_id: str, call: Call, done: bool) -> ResponseFunctionToolCall:
+    return ResponseFunctionToolCall(
+        id=item_id,
+        type="function_call",
+        call_id=f"call_{item_id[3:]}",
+        name=call.name,
+        arguments=call.arguments if done else "",
+        status="completed" if done else "in_progress",
+    )
+
+
 class OfflineModel(Model):
-    """Streams a fixed, honest answer word by word, like a real model would."""
+    """Streams an honest local answer word by word, calling tools and handoffs when asked."""
 
     def __init__(self, token_delay: float = 0.0) -> None:
         self.token_delay = token_delay
@@ -109,11 +134,16 @@ class OfflineModel(Model):
         conversation_id: str | None,
         prompt: ResponsePromptParam | None,
     ) -> ModelResponse:
-        user_text = last_user_text(input)
-        text = offline_answer(user_text)
-        usage = _usage(user_text, text)
+        step = _plan(system_instructions, input, model_settings, tools, handoffs)
+        item_id = f"fc_{secrets.token_hex(16)}"
+        match step:
+            case Say(text=text):
+                output: Any = _message(f"msg_{secrets.token_hex(16)}", text)
+            case Call() as call:
+                text, output = call.arguments, _function_call(item_id, call, done=True)
+        usage = _usage(input, text)
         return ModelResponse(
-            output=[_message(f"msg_{secrets.token_hex(16)}", text)],
+            output=[output],
             usage=Usage(
                 requests=1,
                 input_tokens=usage.input_tokens,
@@ -137,87 +167,99 @@ class OfflineModel(Model):
         conversation_id: str | None,
         prompt: ResponsePromptParam | None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        user_text = last_user_text(input)
-        text = offline_answer(user_text)
-        async for event in self._stream_text(user_text, text):
-            yield event
-
-    async def _stream_text(self, user_text: str, text: str) -> AsyncIterator[TResponseStreamEvent]:
+        step = _plan(system_instructions, input, model_settings, tools, handoffs)
         response_id = f"resp_{secrets.token_hex(16)}"
-        item_id = f"msg_{secrets.token_hex(16)}"
-        seq = iter(range(1_000_000))
+        numbers = iter(range(1_000_000))
         yield ResponseCreatedEvent(
             type="response.created",
             response=_response(response_id, [], None),
-            sequence_number=next(seq),
+            sequence_number=next(numbers),
         )
+        match step:
+            case Say(text=text):
+                output: Any = None
+                for event in self._text_events(text, numbers):
+                    if isinstance(event, ResponseOutputItemDoneEvent):
+                        output = event.item
+                    elif isinstance(event, ResponseTextDeltaEvent) and self.token_delay:
+                        await asyncio.sleep(self.token_delay)
+                    yield event
+            case Call() as call:
+                text = call.arguments
+                output = _function_call(f"fc_{secrets.token_hex(16)}", call, done=True)
+                for event in _call_events(output, numbers):
+                    yield event
+        yield ResponseCompletedEvent(
+            type="response.completed",
+            response=_response(response_id, [output], _usage(input, text)),
+            sequence_number=next(numbers),
+        )
+
+    def _text_events(self, text: str, numbers: Iterator[int]) -> Iterator[TResponseStreamEvent]:
+        item_id = f"msg_{secrets.token_hex(16)}"
+        where: dict[str, Any] = {"item_id": item_id, "output_index": 0, "content_index": 0}
         yield ResponseOutputItemAddedEvent(
             type="response.output_item.added",
             item=_message(item_id, None),
             output_index=0,
-            sequence_number=next(seq),
+            sequence_number=next(numbers),
         )
         empty = ResponseOutputText(type="output_text", text="", annotations=[])
         yield ResponseContentPartAddedEvent(
-            type="response.content_part.added",
-            item_id=item_id,
-            output_index=0,
-            content_index=0,
-            part=empty,
-            sequence_number=next(seq),
+            type="response.content_part.added", part=empty, sequence_number=next(numbers), **where
         )
         for token in tokens_of(text):
-            if self.token_delay:
-                await asyncio.sleep(self.token_delay)
             yield ResponseTextDeltaEvent(
                 type="response.output_text.delta",
-                item_id=item_id,
-                output_index=0,
-                content_index=0,
                 delta=token,
                 logprobs=[],
-                sequence_number=next(seq),
+                sequence_number=next(numbers),
+                **where,
             )
         yield ResponseTextDoneEvent(
             type="response.output_text.done",
-            item_id=item_id,
-            output_index=0,
-            content_index=0,
             text=text,
             logprobs=[],
-            sequence_number=next(seq),
+            sequence_number=next(numbers),
+            **where,
         )
-        done_part = ResponseOutputText(type="output_text", text=text, annotations=[])
+        part = ResponseOutputText(type="output_text", text=text, annotations=[])
         yield ResponseContentPartDoneEvent(
-            type="response.content_part.done",
-            item_id=item_id,
-            output_index=0,
-            content_index=0,
-            part=done_part,
-            sequence_number=next(seq),
+            type="response.content_part.done", part=part, sequence_number=next(numbers), **where
         )
-        message = _message(item_id, text)
         yield ResponseOutputItemDoneEvent(
             type="response.output_item.done",
-            item=message,
+            item=_message(item_id, text),
             output_index=0,
-            sequence_number=next(seq),
-        )
-        yield ResponseCompletedEvent(
-            type="response.completed",
-            response=_response(response_id, [message], _usage(user_text, text)),
-            sequence_number=next(seq),
+            sequence_number=next(numbers),
         )
 
 
-def _message(item_id: str, text: str | None) -> ResponseOutputMessage:
-    content = (
-        [] if text is None else [ResponseOutputText(type="output_text", text=text, annotations=[])]
+def _call_events(
+    call: ResponseFunctionToolCall, numbers: Iterator[int]
+) -> Iterator[TResponseStreamEvent]:
+    assert call.id is not None
+    yield ResponseOutputItemAddedEvent(
+        type="response.output_item.added",
+        item=call.model_copy(update={"arguments": "", "status": "in_progress"}),
+        output_index=0,
+        sequence_number=next(numbers),
     )
-    return ResponseOutputMessage(
-        id=item_id,
-        type="message",
-        role="assistant",
-        status="in_progress" if text is None else "completed",
-        content=content,
+    yield ResponseFunctionCallArgumentsDeltaEvent(
+        type="response.function_call_arguments.delta",
+        item_id=call.id,
+        output_index=0,
+        delta=call.arguments,
+        sequence_number=next(numbers),
+    )
+    yield ResponseFunctionCallArgumentsDoneEvent(
+        type="response.function_call_arguments.done",
+        item_id=call.id,
+        name=call.name,
+        output_index=0,
+        arguments=call.arguments,
+        sequence_number=next(numbers),
+    )
+    yield ResponseOutputItemDoneEvent(
+        type="response.output_item.done", item=call, output_index=0, sequence_number=next(numbers)
     )

@@ -1,0 +1,50 @@
+"""`erp-support`: answers questions about colleagues with a directory lookup tool."""
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from agents import Agent, RunContextWrapper, function_tool
+from chatkit.agents import AgentContext
+
+from chatkit_backend.agents.identity import who_is_asking
+from chatkit_backend.context import RequestContext
+from chatkit_backend.store.sql_store import SQLStore
+
+INSTRUCTIONS = (
+    "You are the ERP support assistant of the user's company. When asked about an "
+    "employee by number, look them up with the get_employee tool and answer from its "
+    "result only. Never guess employee details."
+)
+
+
+@function_tool
+async def get_employee(
+    wrapper: RunContextWrapper[AgentContext[RequestContext]], employee_id: int
+) -> str:
+    """Look up an employee of the user's organisation by employee number.
+
+    Args:
+        employee_id: The employee number, e.g. 7.
+    """
+    store = wrapper.context.store
+    assert isinstance(store, SQLStore)
+    # The tenant comes from the verified request, never from the model's arguments.
+    tenant_id = wrapper.context.request_context.tenant_id
+    employee = await store.employees.find(tenant_id, employee_id)
+    if employee is None:
+        return json.dumps({"found": False, "employee_id": employee_id})
+    return json.dumps({"found": True, **asdict(employee)})
+
+
+def describe_lookup(arguments: dict[str, Any]) -> str:
+    return f"Looking up employee {arguments.get('employee_id', '')}…"
+
+
+def build_erp_agent(context: RequestContext) -> Agent[AgentContext[RequestContext]]:
+    """An assistant with the `get_employee` tool."""
+    return Agent[AgentContext[RequestContext]](
+        name="ERP support",
+        instructions=f"{INSTRUCTIONS}\n{who_is_asking(context)}",
+        tools=[get_employee],
+    )

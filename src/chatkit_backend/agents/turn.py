@@ -1,0 +1,110 @@
+"""One answer: pick the agent and model, run it, stream it, account for it."""
+
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from agents import ModelSettings, RunConfig, Runner
+from agents.items import TResponseInputItem
+from agents.result import RunResultStreaming
+from chatkit.agents import AgentContext, stream_agent_response
+from chatkit.errors import CustomStreamError
+from chatkit.types import InferenceOptions, ThreadItemDoneEvent, ThreadStreamEvent
+
+from chatkit_backend.agents.activity import ActivityHooks, routed_task
+from chatkit_backend.agents.events import AnswerTracker
+from chatkit_backend.agents.failures import describe_failure, log_failure
+from chatkit_backend.agents.registry import LABELS, AgentSelector
+from chatkit_backend.agents.titles import derived_title, model_title
+from chatkit_backend.context import RequestContext
+from chatkit_backend.providers.factory import Provider
+from chatkit_backend.settings import Settings
+from chatkit_backend.store.usage import UsageLedger
+
+
+class Answerer:
+    """Runs the selected agent on the configured provider and streams ChatKit events."""
+
+    def __init__(
+        self, provider: Provider, selector: AgentSelector, usage: UsageLedger, settings: Settings
+    ) -> None:
+        self.provider = provider
+        self.selector = selector
+        self.usage = usage
+        self.settings = settings
+
+    def model_name(self, options: InferenceOptions | None) -> str:
+        """The composer's model when it is allowed, else the configured one."""
+        wanted = options.model if options else None
+        allowed = wanted is not None and wanted in self.settings.allowed_models
+        return wanted if wanted is not None and allowed else self.settings.model_name
+
+    def run_config(self, model_name: str) -> RunConfig:
+        # A Model instance, not a name: the SDK gives agents without a model its gpt-5
+        # defaults (reasoning effort, verbosity), which other models refuse.
+        include_usage = self.settings.model_api == "chat_completions"
+        return RunConfig(
+            model=self.provider.get_model(model_name),
+            # The SDK asks Chat Completions servers for usage only on api.openai.com.
+            model_settings=ModelSettings(include_usage=True if include_usage else None),
+            tracing_disabled=not self.settings.agents_tracing,
+        )
+
+    async def answer(
+        self,
+        agent_context: AgentContext[RequestContext],
+        history: list[TResponseInputItem],
+        options: InferenceOptions | None,
+        new_message_id: Callable[[], str],
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        context = agent_context.request_context
+        tool_choice = options.tool_choice.id if options and options.tool_choice else None
+        selection = self.selector.select(context, tool_choice)
+        model_name = self.model_name(options)
+        tracker = AnswerTracker(new_message_id)
+        result: RunResultStreaming | None = None
+        if selection.routed_to:
+            await agent_context.add_workflow_task(routed_task(selection.routed_to))
+        try:
+            result = Runner.run_streamed(
+                selection.agent,
+                history,
+                context=agent_context,
+                run_config=self.run_config(model_name),
+                hooks=ActivityHooks(LABELS),
+            )
+            async for event in stream_agent_response(agent_context, result):
+                yield tracker.rewrite(event)
+        except Exception as exc:
+            log_failure(exc, agent_context.thread.id)
+            # Whatever was said before the failure stays in the thread.
+            for item in tracker.unfinished():
+                yield ThreadItemDoneEvent(item=item)
+            message, allow_retry = describe_failure(exc)
+            raise CustomStreamError(message, allow_retry=allow_retry) from None
+        finally:
+            if result is not None:
+                # Also after a cancel: the tokens were spent either way.
+                with anyio.CancelScope(shield=True):
+                    await self._record_usage(result, agent_context, model_name)
+
+    async def _record_usage(
+        self, result: RunResultStreaming, agent_context: AgentContext[RequestContext], model: str
+    ) -> None:
+        usage = result.context_wrapper.usage
+        if usage.requests == 0 and usage.total_tokens == 0:
+            return
+        await self.usage.record(
+            agent_context.thread.id,
+            agent_context.request_context,
+            model,
+            usage.requests,
+            usage.input_tokens,
+            usage.output_tokens,
+        )
+
+    async def title(self, first_message: str) -> str:
+        """A title for a new thread: derived offline, asked of the model otherwise."""
+        if self.settings.resolved_provider == "offline":
+            return derived_title(first_message)
+        model = self.provider.get_model(None)
+        return await model_title(model, first_message, self.run_config(self.settings.model_name))
