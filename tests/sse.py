@@ -14,14 +14,19 @@ def parse_events(body: str) -> list[dict[str, Any]]:
     return events
 
 
-def answer_text(events: list[dict[str, Any]]) -> str:
-    """The text of the last finished assistant message in a stream."""
+def answer_item(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last finished assistant message in a stream."""
     done = [
         e["item"]
         for e in events
         if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
     ]
-    return "".join(part["text"] for part in done[-1]["content"])
+    return done[-1]
+
+
+def answer_text(events: list[dict[str, Any]]) -> str:
+    """The text of the last finished assistant message in a stream."""
+    return "".join(part["text"] for part in answer_item(events)["content"])
 
 
 def deltas(events: list[dict[str, Any]]) -> str:

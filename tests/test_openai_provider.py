@@ -47,10 +47,11 @@ async def chat_client(
         llm_model=MODEL,
         database_url=database_url,
         local_user_id=f"user-{secrets.token_hex(6)}",
-        **overrides,
+        **{"titles": False, **overrides},  # a title is one more model request
     )
     app = create_app(settings)
-    assert isinstance(app.state.chat_server.model, OpenAIResponsesModel)
+    provider = app.state.chat_server.answerer.provider
+    assert isinstance(provider.get_model(None), OpenAIResponsesModel)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,

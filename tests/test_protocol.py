@@ -14,7 +14,7 @@ from chatkit.types import (
 
 from chatkit_backend.context import RequestContext
 from tests.chat_client import ChatClient
-from tests.sse import answer_text, deltas, user_input
+from tests.sse import answer_item, answer_text, deltas, user_input
 
 
 def _context(client: ChatClient) -> RequestContext:
@@ -32,7 +32,8 @@ async def test_create_streams_an_offline_answer_token_by_token(client: ChatClien
     assert kinds[:3] == ["thread.created", "thread.item.done", "stream_options"]
     assert events[1]["item"]["type"] == "user_message"
     assert kinds.count("thread.item.updated") > 10
-    assert kinds[-1] == "thread.item.done"
+    assert kinds[-2:] == ["thread.item.done", "thread.updated"]
+    assert events[-1]["thread"]["title"] == "What is ChatKit?"  # offline: the first words
     text = answer_text(events)
     assert "offline model" in text
     assert '"What is ChatKit?"' in text
@@ -46,6 +47,7 @@ async def test_add_user_message_keeps_both_answers_in_order(client: ChatClient) 
         "threads.add_user_message", thread_id=thread_id, input=user_input("two")
     )
     assert "thread.created" not in [e["type"] for e in second]
+    assert "thread.updated" not in [e["type"] for e in second]  # titled once, at first
     items = await client.items(thread_id)
     assert [i["type"] for i in items] == [
         "user_message",
@@ -101,7 +103,7 @@ async def test_items_list_pages_both_ways(client: ChatClient) -> None:
 
 async def test_feedback_is_stored(client: ChatClient) -> None:
     thread_id, events = await client.new_thread()
-    answer_id = events[-1]["item"]["id"]
+    answer_id = answer_item(events)["id"]
     result = await client.call(
         "items.feedback", thread_id=thread_id, item_ids=[answer_id], kind="positive"
     )
@@ -120,7 +122,7 @@ async def test_feedback_is_stored(client: ChatClient) -> None:
 
 async def test_retry_after_item_replaces_the_answer(client: ChatClient) -> None:
     thread_id, events = await client.new_thread("retry me")
-    user_id, old_answer = events[1]["item"]["id"], events[-1]["item"]["id"]
+    user_id, old_answer = events[1]["item"]["id"], answer_item(events)["id"]
     retried = await client.stream("threads.retry_after_item", thread_id=thread_id, item_id=user_id)
     assert "retry me" in answer_text(retried)
     items = await client.items(thread_id)
