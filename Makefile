@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate test check lint typecheck pytest format clean
+.PHONY: install run migrate test check lint typecheck pytest format clean bench
 
 install: $(STAMP)
 
@@ -21,8 +21,8 @@ run: migrate
 	$(BIN)/chatkit-backend serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests alembic
-	$(BIN)/ruff format --check src tests alembic
+	$(BIN)/ruff check src tests bench alembic
+	$(BIN)/ruff format --check src tests bench alembic
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,9 +34,14 @@ pytest: $(STAMP)
 
 test: check pytest
 
+# The benchmark suite (see README, Benchmarks): quick by default,
+# `make bench BENCH_ARGS=--full` for the sizes the targets name.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 format: $(STAMP)
-	$(BIN)/ruff format src tests alembic
-	$(BIN)/ruff check --fix src tests alembic
+	$(BIN)/ruff format src tests bench alembic
+	$(BIN)/ruff check --fix src tests bench alembic
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

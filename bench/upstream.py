@@ -1,0 +1,308 @@
+"""A fake OpenAI upstream: the Responses API, streamed, as cheaply as Python allows.
+
+    python -m bench.upstream --port 9000
+
+Every server under test asks it for its answers, so they all do the same model work:
+`POST /v1/responses` with `"stream": true` answers `tokens` text deltas, one every
+`interval` seconds (0: all at once); without `stream` it answers the finished response
+as JSON. `POST /_config` with `{"tokens": N, "interval": S}` changes both for the next
+requests. The wire format is the one tests/fake_openai_streams.py speaks (and the
+`openai` client parses); frames are built from templates, not models, so the upstream
+costs little CPU next to the servers it feeds.
+
+A raw asyncio HTTP/1.1 server: keep-alive, `Content-Length` bodies in, chunked out.
+"""
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import secrets
+import time
+
+_ids = itertools.count()
+_PREFIX = secrets.token_hex(4)
+
+
+class Script:
+    """What every answer says: `tokens` words, `interval` seconds apart."""
+
+    def __init__(self, tokens: int = 200, interval: float = 0.0) -> None:
+        self.tokens = tokens
+        self.interval = interval
+
+    def words(self) -> list[str]:
+        return answer_words(self.tokens)
+
+
+def answer_words(tokens: int) -> list[str]:
+    """The deltas of an answer of `tokens` tokens; joined they are its text."""
+    return ["w0", *(f" w{i}" for i in range(1, tokens))]
+
+
+def answer_text(tokens: int) -> str:
+    return "".join(answer_words(tokens))
+
+
+def _response(response_id: str, model: str, output: list[object], usage: object) -> dict:
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed" if usage else "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "store": False,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "metadata": {},
+    }
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def _frame(event: str, data: dict) -> bytes:
+    body = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return b"%x\r\n%s\r\n" % (len(body), body)
+
+
+class Answer:
+    """The frames of one streamed answer (chunk-encoded), plus its JSON form."""
+
+    def __init__(self, words: list[str], model: str, input_tokens: int) -> None:
+        n = next(_ids)
+        self.response_id = f"resp_{_PREFIX}{n:012x}"
+        self.message_id = f"msg_{_PREFIX}{n:012x}"
+        self.words = words
+        self.model = model
+        self.input_tokens = input_tokens
+        text = "".join(words)
+        part = {"type": "output_text", "text": text, "annotations": []}
+        self.item = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [part],
+        }
+        self.text = text
+        self.part = part
+
+    def head(self) -> bytes:
+        at = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
+        started = {**self.item, "status": "in_progress", "content": []}
+        created = _response(self.response_id, self.model, [], None)
+        return b"".join(
+            [
+                _frame(
+                    "response.created",
+                    {"type": "response.created", "sequence_number": 0, "response": created},
+                ),
+                _frame(
+                    "response.output_item.added",
+                    {
+                        "type": "response.output_item.added",
+                        "sequence_number": 1,
+                        "output_index": 0,
+                        "item": started,
+                    },
+                ),
+                _frame(
+                    "response.content_part.added",
+                    {
+                        "type": "response.content_part.added",
+                        "sequence_number": 2,
+                        **at,
+                        "part": {**self.part, "text": ""},
+                    },
+                ),
+            ]
+        )
+
+    def delta(self, index: int) -> bytes:
+        # A template: the words are plain ASCII, so no JSON escaping is needed.
+        body = (
+            b"event: response.output_text.delta\ndata: "
+            b'{"type":"response.output_text.delta","sequence_number":%d,"item_id":"%s",'
+            b'"output_index":0,"content_index":0,"delta":"%s","logprobs":[]}\n\n'
+            % (index + 3, self.message_id.encode(), self.words[index].encode())
+        )
+        return b"%x\r\n%s\r\n" % (len(body), body)
+
+    def tail(self) -> bytes:
+        at = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
+        seq = len(self.words) + 3
+        usage = _usage(self.input_tokens, len(self.words))
+        completed = _response(self.response_id, self.model, [self.item], usage)
+        return b"".join(
+            [
+                _frame(
+                    "response.output_text.done",
+                    {
+                        "type": "response.output_text.done",
+                        "sequence_number": seq,
+                        **at,
+                        "text": self.text,
+                        "logprobs": [],
+                    },
+                ),
+                _frame(
+                    "response.content_part.done",
+                    {
+                        "type": "response.content_part.done",
+                        "sequence_number": seq + 1,
+                        **at,
+                        "part": self.part,
+                    },
+                ),
+                _frame(
+                    "response.output_item.done",
+                    {
+                        "type": "response.output_item.done",
+                        "sequence_number": seq + 2,
+                        "output_index": 0,
+                        "item": self.item,
+                    },
+                ),
+                _frame(
+                    "response.completed",
+                    {
+                        "type": "response.completed",
+                        "sequence_number": seq + 3,
+                        "response": completed,
+                    },
+                ),
+                b"0\r\n\r\n",
+            ]
+        )
+
+    def json(self) -> bytes:
+        usage = _usage(self.input_tokens, len(self.words))
+        return json.dumps(_response(self.response_id, self.model, [self.item], usage)).encode()
+
+
+class Upstream:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = request_line.split(" ", 2)
+                length = 0
+                for line in lines:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                await self.answer(method, path, body, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def answer(
+        self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter
+    ) -> None:
+        if method == "POST" and path == "/_config":
+            config = json.loads(body)
+            self.script = Script(int(config["tokens"]), float(config["interval"]))
+            _send_json(writer, 200, b'{"ok":true}')
+            return
+        if method == "GET" and path == "/_stats":
+            _send_json(writer, 200, json.dumps({"requests": self.requests}).encode())
+            return
+        if method != "POST" or not path.endswith("/responses"):
+            _send_json(writer, 404, b'{"error":{"message":"Not found","type":"not_found"}}')
+            return
+        self.requests += 1
+        # Only what the answer needs; the whole request is not worth parsing.
+        model = "fake"
+        marker = body.find(b'"model":')
+        if marker >= 0:
+            start = body.find(b'"', marker + 8) + 1
+            model = body[start : body.find(b'"', start)].decode()
+        script = self.script
+        answer = Answer(script.words(), model, max(1, len(body) // 4))
+        streaming = b'"stream":true' in body or b'"stream": true' in body
+        if not streaming:
+            _send_json(writer, 200, answer.json())
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + answer.head()
+        )
+        if script.interval <= 0:
+            writer.write(b"".join(answer.delta(i) for i in range(len(answer.words))))
+        else:
+            started = time.monotonic()
+            for i in range(len(answer.words)):
+                # Keep to the schedule rather than drifting by each write's cost.
+                delay = started + (i + 1) * script.interval - time.monotonic()
+                await asyncio.sleep(max(0.0, delay))
+                writer.write(answer.delta(i))
+                if writer.transport.get_write_buffer_size() > 1 << 16:
+                    await writer.drain()
+        writer.write(answer.tail())
+        await writer.drain()
+
+
+def _send_json(writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
+    reason = {200: "OK", 404: "Not Found"}.get(status, "Error")
+    writer.write(
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+        % (status, reason.encode(), len(body), body)
+    )
+
+
+async def serve(port: int, script: Script) -> None:
+    upstream = Upstream(script)
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", port, backlog=4096)
+    print(f"upstream listening on {port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9000")))
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.0)
+    args = parser.parse_args()
+    run = asyncio.run
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        pass
+    run(serve(args.port, Script(args.tokens, args.interval)))
+
+
+if __name__ == "__main__":
+    main()
