@@ -1,4 +1,8 @@
-"""FastAPI dependencies, as `Annotated` aliases."""
+"""FastAPI dependencies, as `Annotated` aliases.
+
+All `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread
+hop per dependency on every request for what is an attribute lookup.
+"""
 
 from typing import Annotated
 
@@ -12,17 +16,17 @@ from chatkit_backend.server import ChatServer
 from chatkit_backend.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_server(request: Request) -> ChatServer:
+async def get_server(request: Request) -> ChatServer:
     server: ChatServer = request.app.state.chat_server
     return server
 
 
-def get_checker(request: Request) -> RequestChecker:
+async def get_checker(request: Request) -> RequestChecker:
     checker: RequestChecker = request.app.state.checker
     return checker
 
@@ -32,7 +36,7 @@ async def get_context(request: Request) -> RequestContext:
     return await authenticate(request)
 
 
-def get_limiter(request: Request) -> Limiter:
+async def get_limiter(request: Request) -> Limiter:
     limiter: Limiter = request.app.state.limiter
     return limiter
 
