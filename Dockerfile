@@ -37,6 +37,8 @@ WORKDIR /app
 # working directory; the installed package has no project folder to fall back to.
 COPY alembic.ini ./
 COPY alembic ./alembic
+# The entrypoint and the migration step: plain scripts, which the tests run outside Docker.
+COPY --chmod=755 docker/entrypoint.sh docker/migrate.sh ./docker/
 
 # The default DATABASE_URL is ./data/chatkit.db, i.e. /app/data; it is the only path
 # the app writes to. Owned by the app user so that a named volume mounted here
@@ -47,8 +49,9 @@ USER 10001:10001
 
 EXPOSE 8000
 
-# uvicorn finishes in-flight requests on SIGTERM (up to its 30 s graceful timeout);
-# `docker stop` waits 10 s by default, so raise it with --stop-timeout if streams run long.
+# On SIGTERM, open streams get SHUTDOWN_GRACE_SECONDS (25) to finish, then end like a
+# cancel (partial answers kept); the process exits 0 within about 35 s. `docker stop`
+# waits 10 s by default: give it --stop-timeout 40 (compose.yaml does).
 STOPSIGNAL SIGTERM
 
 # The slim image has no curl; the venv's Python can do the request itself.
@@ -56,6 +59,11 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
+# A single `docker run` migrates on start; compose turns this off and migrates once,
+# in its own service, so several app replicas never race to migrate.
+ENV MIGRATE_ON_START=true
+
 # Binds every interface inside the container; WORKERS (default 1) sets the process count.
-# The schema is not created here: run `chatkit-backend migrate` first (compose.yaml does).
+# The entrypoint runs docker/migrate.sh when MIGRATE_ON_START=true, then execs the CMD.
+ENTRYPOINT ["/app/docker/entrypoint.sh"]
 CMD ["chatkit-backend", "serve", "--host", "0.0.0.0", "--port", "8000"]

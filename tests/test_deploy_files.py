@@ -6,7 +6,6 @@ commands (from the same working-directory layout) outside a container instead.
 
 import json
 import os
-import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -93,6 +92,10 @@ def test_dockerfile_has_the_app_layout(runtime_stage: list[tuple[str, str]]) -> 
 def test_dockerfile_serves_on_8000(runtime_stage: list[tuple[str, str]]) -> None:
     assert _arguments(runtime_stage, "EXPOSE") == ["8000"]
     assert _arguments(runtime_stage, "STOPSIGNAL") == ["SIGTERM"]
+    assert json.loads(_arguments(runtime_stage, "ENTRYPOINT")[-1]) == ["/app/docker/entrypoint.sh"]
+    assert any(
+        "docker/entrypoint.sh" in arguments for arguments in _arguments(runtime_stage, "COPY")
+    )
     command = json.loads(_arguments(runtime_stage, "CMD")[-1])
     assert command == SERVE
     cli_parser().parse_args(command[1:])  # flags the CLI really has
@@ -159,18 +162,23 @@ def test_compose_app_waits_for_a_healthy_db(compose: dict[str, Any]) -> None:
     assert {"path": ".env", "required": False} in app["env_file"]
 
 
-def test_compose_app_migrates_then_serves(compose: dict[str, Any]) -> None:
-    command = compose["services"]["app"]["command"]
-    assert command[:2] == ["sh", "-c"]
-    steps = [shlex.split(step) for step in command[2].split("&&")]
-    assert [step[:2] for step in steps] == [
-        ["chatkit-backend", "migrate"],
-        ["exec", "chatkit-backend"],  # exec: the server, not sh, gets SIGTERM
-    ]
-    serve = steps[1][1:]
-    assert serve[:2] == ["chatkit-backend", "serve"]
-    arguments = cli_parser().parse_args(serve[1:])
+def test_compose_migrates_once_then_serves(compose: dict[str, Any]) -> None:
+    migrate, app = compose["services"]["migrate"], compose["services"]["app"]
+    # One migration step that the app replicas wait for, instead of each migrating.
+    assert migrate["command"] == ["/app/docker/migrate.sh"]
+    assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
+    assert migrate["restart"] == "no"
+    assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert app["environment"]["MIGRATE_ON_START"] == "false"
+    assert migrate["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
+    # Exec form through the entrypoint: the server, not a shell, gets SIGTERM.
+    command = app["command"]
+    assert command[:2] == ["chatkit-backend", "serve"]
+    arguments = cli_parser().parse_args(command[1:])
     assert (arguments.host, arguments.port) == ("0.0.0.0", 8000)
+    assert arguments.workers >= 2
+    # Longer than the streams' grace (25 s) plus uvicorn's margin (10 s).
+    assert app["stop_grace_period"] == "40s"
 
 
 def test_compose_named_volumes_are_declared(compose: dict[str, Any]) -> None:

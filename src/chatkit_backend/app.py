@@ -12,6 +12,7 @@ from chatkit_backend.agents.turn import Answerer
 from chatkit_backend.api.chatkit import router as chatkit_router
 from chatkit_backend.api.handlers import install_error_handlers
 from chatkit_backend.api.health import router as health_router
+from chatkit_backend.api.operations import install_operations, operations_running
 from chatkit_backend.api.security import install_security
 from chatkit_backend.checks import RequestChecker
 from chatkit_backend.logs import configure_logging
@@ -22,8 +23,11 @@ from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.sql_store import SQLStore
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app: engine, store, ChatKit server and routes."""
+def create_app(settings: Settings | None = None, *, hook_signals: bool = False) -> FastAPI:
+    """Build the app: engine, store, ChatKit server and routes.
+
+    `hook_signals`: hear SIGTERM for graceful shutdown (only when uvicorn serves it).
+    """
     settings = settings or Settings()
     # First what can fail on a bad setting, so nothing is left open when it does.
     agent_factory = load_factory(settings.agent)
@@ -32,9 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provider = build_provider(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            async with operations_running(app, engine, settings, hook_signals):
+                yield
         finally:
             await provider.aclose()
             await engine.dispose()
@@ -50,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.checker = RequestChecker(store, settings)
     install_error_handlers(app)
     install_security(app, settings)
+    install_operations(app, settings, engine)
     app.include_router(chatkit_router)
     app.include_router(health_router)
     return app
@@ -58,5 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def create_served_app() -> FastAPI:
     """The factory `serve` hands to uvicorn: each worker reads settings and sets up logs."""
     settings = Settings()
-    configure_logging(settings.log_level)
-    return create_app(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, hook_signals=True)

@@ -3,6 +3,7 @@
 import argparse
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -13,25 +14,53 @@ from chatkit_backend.settings import Settings
 logger = logging.getLogger("chatkit_backend")
 
 
+# uvicorn's own shutdown timeout is longer than the streams' grace period
+# (SHUTDOWN_GRACE_SECONDS), so our clean end of each stream comes before its cut.
+SHUTDOWN_MARGIN_SECONDS = 10
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    # uvicorn re-raises SIGTERM after its graceful shutdown; the default handler would
+    # then kill the process (status 143). A stop that was asked for is a clean exit.
+    raise SystemExit(0)
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import math
+    import signal
+
     import uvicorn
 
-    uvicorn.run(
-        "chatkit_backend.app:create_served_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
-        workers=args.workers or settings.workers,
-        log_config=None,
-        proxy_headers=True,
-        timeout_graceful_shutdown=30,
-    )
+    from chatkit_backend.ops.workers import shared_metrics_dir
+
+    workers = args.workers or settings.workers
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with shared_metrics_dir(workers):
+        uvicorn.run(
+            "chatkit_backend.app:create_served_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port if args.port is not None else settings.port,
+            workers=workers,
+            log_config=None,
+            # The app logs one line per request itself, with ids, status and duration.
+            access_log=False,
+            proxy_headers=True,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds)
+            + SHUTDOWN_MARGIN_SECONDS,
+        )
     return 0
 
 
-def _migrate(_: argparse.Namespace, settings: Settings) -> int:
-    from chatkit_backend.migrations import upgrade_to_head
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
 
+    from chatkit_backend.migrations import upgrade_to_head
+    from chatkit_backend.store.engine import wait_until_answering
+
+    if args.wait and not asyncio.run(wait_until_answering(settings.database_url, args.wait)):
+        logger.error("the database did not answer within %s s", args.wait)
+        return 1
     upgrade_to_head(settings.database_url)
     logger.info("database is at the newest schema")
     return 0
@@ -83,6 +112,64 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import sys
+
+    from chatkit_backend.ops.commands import export_thread, with_maintenance
+
+    async def work(maintenance: Any) -> bool:
+        return await export_thread(maintenance, args.thread_id, args.format, sys.stdout)
+
+    if not asyncio.run(with_maintenance(settings, work)):
+        logger.error("no thread %s", args.thread_id)
+        return 1
+    return 0
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import json
+    import sys
+
+    from chatkit_backend.ops.commands import purge_threads, with_maintenance
+
+    async def work(maintenance: Any) -> dict[str, Any]:
+        return await purge_threads(maintenance, args.older_than, args.tenant, args.dry_run)
+
+    result = asyncio.run(with_maintenance(settings, work))
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import json
+    import sys
+
+    from chatkit_backend.ops.commands import stats_table, tenant_stats, with_maintenance
+
+    rows = asyncio.run(with_maintenance(settings, tenant_stats))
+    text = json.dumps(rows, indent=2) + "\n" if args.format == "json" else stats_table(rows)
+    sys.stdout.write(text)
+    return 0
+
+
+def _add_operator_commands(commands: Any) -> None:
+    export = commands.add_parser("export", help="write one thread, all its items, to stdout")
+    export.add_argument("thread_id")
+    export.add_argument("--format", choices=("json", "markdown"), default="json")
+    export.set_defaults(run=_export)
+    purge = commands.add_parser("purge", help="delete threads with no activity for a while")
+    purge.add_argument("--older-than", type=_ttl, required=True, help="e.g. 90d")
+    purge.add_argument("--tenant", help="only this tenant's threads")
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge.set_defaults(run=_purge)
+    stats = commands.add_parser("stats", help="threads, items, attachments, tokens by tenant")
+    stats.add_argument("--format", choices=("table", "json"), default="table")
+    stats.set_defaults(run=_stats)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatkit-backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS, 1)")
     serve.set_defaults(run=_serve)
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate.add_argument(
+        "--wait", type=float, default=0, help="first wait up to this many seconds for the database"
+    )
     migrate.set_defaults(run=_migrate)
     token = commands.add_parser("token", help="mint an HS256 token (JWT_SECRET) for development")
     token.add_argument("--user", required=True, help="the token's subject (sub)")
@@ -104,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tenant", action="append", help="tenant to load (repeatable; default: LOCAL_TENANT_ID)"
     )
     seed.set_defaults(run=_seed_demo)
+    _add_operator_commands(commands)
     return parser
 
 
@@ -120,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig()
         logger.error("invalid configuration: %s", problems)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     result: int = args.run(args, settings)
     return result
 

@@ -89,3 +89,15 @@ class AuthUnavailable(RequestError):
 
     status = 503
     code = "auth_unavailable"
+
+
+class Unavailable(RequestError):
+    """The server cannot take this now (shutting down, database away); retry shortly."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, code: str, retry_after_seconds: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+        self.headers["Retry-After"] = str(retry_after_seconds)

@@ -1,6 +1,15 @@
-"""Logging set-up: plain lines, and never a stack trace."""
+"""Logging set-up: readable lines or JSON, the request's ids on each, never a stack trace."""
 
+import json
 import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from chatkit_backend.ops.tracking import current
+
+# Extras a log call may add (the access line does); others are left out, so a stray
+# `extra={"text": ...}` cannot put message content into the logs.
+EXTRA_FIELDS = ("method", "path", "status", "duration_ms", "outcome")
 
 
 class NoTracebacks(logging.Filter):
@@ -15,16 +24,60 @@ class NoTracebacks(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The request's ids (from the context) and the allowed extras on this record."""
+    info = current()
+    fields: dict[str, Any] = info.log_fields() if info is not None else {}
+    for name in EXTRA_FIELDS:
+        value = getattr(record, name, None)
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value ...`, for people reading a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = record_fields(record)
+        if not fields:
+            return line
+        return line + " " + " ".join(f"{key}={value}" for key, value in fields.items())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (LOG_FORMAT=json)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **record_fields(record),
+        }
+        return json.dumps(document, default=str)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Root handler with the filter; uvicorn's loggers propagate to it."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(NoTracebacks())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Alembic announces each of its plugins on import; the migrations it runs are news.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    # At DEBUG, aiosqlite logs each statement with its parameters: message content.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # The app writes its own access line (api/observability.py), with ids and timing.
+    logging.getLogger("uvicorn.access").handlers[:] = []
+    logging.getLogger("uvicorn.access").propagate = False

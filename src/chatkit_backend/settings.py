@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=3600)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_page_size: int = Field(default=100, ge=1, le=1000)
@@ -77,6 +82,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # A scraper's bearer token; short ones can be guessed over the network.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("METRICS_TOKEN must be at least 16 characters")
+        return value
 
     @field_validator("llm_allowed_models", mode="before")
     @classmethod

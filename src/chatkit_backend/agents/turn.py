@@ -16,6 +16,7 @@ from chatkit_backend.agents.failures import describe_failure, log_failure
 from chatkit_backend.agents.registry import LABELS, AgentSelector
 from chatkit_backend.agents.titles import derived_title, model_title
 from chatkit_backend.context import RequestContext
+from chatkit_backend.ops.metrics import count_error, count_tokens
 from chatkit_backend.providers.factory import Provider
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.usage import UsageLedger
@@ -76,6 +77,7 @@ class Answerer:
                 yield tracker.rewrite(event)
         except Exception as exc:
             log_failure(exc, agent_context.thread.id)
+            count_error(f"model_{type(exc).__name__}")
             # Whatever was said before the failure stays in the thread.
             for item in tracker.unfinished():
                 yield ThreadItemDoneEvent(item=item)
@@ -93,6 +95,7 @@ class Answerer:
         usage = result.context_wrapper.usage
         if usage.requests == 0 and usage.total_tokens == 0:
             return
+        count_tokens(model, usage.input_tokens, usage.output_tokens)
         await self.usage.record(
             agent_context.thread.id,
             agent_context.request_context,

@@ -10,8 +10,11 @@ from starlette.exceptions import HTTPException
 
 from chatkit_backend.api.envelope import error_response
 from chatkit_backend.errors import RequestError
+from chatkit_backend.store.outages import DATABASE_OUTAGES, is_database_outage
 
 logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 async def _request_error(_: Request, exc: Exception) -> JSONResponse:
@@ -34,7 +37,21 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", "The request is not valid")
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Connection refused or lost, a pool that cannot hand out a connection: the
+    # request may well succeed once the database is back, so 503, not 500.
+    logger.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
+    return error_response(
+        503,
+        "database_unavailable",
+        "The database is not answering; try again in a moment",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_outage(exc):
+        return await _database_unavailable(request, exc)
     logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
     return error_response(500, "internal_error", "The server could not handle this request")
 
@@ -44,4 +61,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _store_not_found)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for outage in DATABASE_OUTAGES:
+        app.add_exception_handler(outage, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

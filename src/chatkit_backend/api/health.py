@@ -22,6 +22,9 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The database answers")
 async def readyz(request: Request) -> JSONResponse:
     engine: AsyncEngine = request.app.state.engine
+    if request.app.state.drain.draining:
+        # Load balancers stop sending new requests; open streams are finishing.
+        return error_response(503, "shutting_down", "The server is shutting down")
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

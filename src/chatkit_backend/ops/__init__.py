@@ -1,0 +1,1 @@
+"""Operations: request tracking, metrics, graceful shutdown, maintenance commands."""

@@ -1,0 +1,56 @@
+"""Helpers for the operations tests: an app with its state, and a metric reader."""
+
+import re
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from chatkit_backend.app import create_app
+from chatkit_backend.settings import Settings
+from tests.sse import user_input
+
+
+@asynccontextmanager
+async def ops_app(
+    database_url: str, **settings: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app (for its state) and a client for one fresh local user."""
+    options: dict[str, Any] = {
+        "database_url": database_url,
+        "offline_token_delay_ms": 0,
+        "local_user_id": f"user_{secrets.token_hex(6)}",
+        **settings,
+    }
+    app = create_app(Settings(_env_file=None, **options))  # type: ignore[call-arg]
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as http,
+    ):
+        yield app, http
+
+
+def body(type: str, **params: Any) -> dict[str, Any]:
+    return {"type": type, "params": params}
+
+
+def message(thread_id: str, text: str = "again") -> dict[str, Any]:
+    return body("threads.add_user_message", thread_id=thread_id, input=user_input(text))
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text; 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)", line)
+        if match is None or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            return float(match.group(4))
+    return 0.0
