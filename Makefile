@@ -34,6 +34,12 @@ pytest: $(STAMP)
 
 test: check pytest
 
+# The reliability suite's long run (README, Reliability): the same tests as in `make
+# test`, with many more users, turns, hang-ups, kills and generated cases.
+.PHONY: test-long
+test-long: $(STAMP)
+	RELIABILITY_LONG=1 $(BIN)/pytest -m reliability
+
 # The benchmark suite (see README, Benchmarks): quick by default,
 # `make bench BENCH_ARGS=--full` for the sizes the targets name.
 bench: $(STAMP)

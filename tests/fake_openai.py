@@ -15,6 +15,7 @@ SDK handoff is a function call too (`handoff("Billing")`). The wire formats are 
 """
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -65,7 +66,9 @@ class Reply:
     tool_calls: Sequence[ToolCall] = ()  # function calls (and handoffs), after any text
     status: int = 200  # anything else answers an OpenAI-style JSON error
     cut_after: int | None = None  # drop the connection after this many deltas (text or args)
-    stall: float = 0.0  # seconds of silence before the first byte
+    stall: float = 0.0  # seconds of silence before the first byte (or see `stall_after`)
+    stall_after: int | None = None  # with `stall`: the silence comes after this many deltas
+    garbage: bytes | None = None  # sent where `cut_after` cuts (else at the first delta)
     delta_delay: float = 0.0  # seconds between deltas
     retry_after_ms: int | None = 5  # sent with errors, so client retries are quick
 
@@ -174,6 +177,7 @@ class FakeOpenAI:
     responder: Callable[[Recorded], Reply] = field(default=lambda _request: Reply())
     queued: deque[Reply] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
+    streaming: int = 0  # streamed answers in progress; one stops when its client leaves
     base_url: str = ""  # set once serving, e.g. http://127.0.0.1:PORT/v1
 
     def always(self, reply: Reply) -> None:
@@ -209,14 +213,22 @@ class FakeOpenAI:
         self.requests.append(request)
         # A responder that raises makes a 500 and a traceback in the captured log.
         reply = self.queued.popleft() if self.queued else self.responder(request)
-        if reply.stall and not await _silent_for(reply.stall, receive):
+        if (
+            reply.stall
+            and reply.stall_after is None
+            and not await _silent_for(reply.stall, receive)
+        ):
             return  # the client gave up first
         if reply.status != 200:
             key = headers.get("authorization", "").removeprefix("Bearer ")
             extra = {} if reply.retry_after_ms is None else {"retry-after-ms": reply.retry_after_ms}
             await _send_json(send, reply.status, error_body(reply.status, key), extra)
         elif body.get("stream"):
-            await _send_stream(send, endpoint, reply, body)
+            self.streaming += 1
+            try:
+                await _unless_disconnected(_send_stream(send, endpoint, reply, body), receive)
+            finally:
+                self.streaming -= 1
         else:
             await _send_json(send, 200, endpoint.json(reply.message, reply.tool_calls, body))
 
@@ -232,6 +244,24 @@ async def _silent_for(seconds: float, receive: Receive) -> bool:
     return False
 
 
+async def _unless_disconnected(work: Awaitable[None], receive: Receive) -> None:
+    """Run `work` until it ends or the client leaves, as the real API stops generating."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    task, watcher = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        watcher.cancel()
+    for finished in (task, watcher):
+        with contextlib.suppress(asyncio.CancelledError):
+            await finished  # re-raises what went wrong in `work`
+
+
 async def _send_json(send: Send, status: int, data: Json, extra: Json | None = None) -> None:
     headers = [(b"content-type", b"application/json")]
     headers += [(k.encode(), str(v).encode()) for k, v in (extra or {}).items()]
@@ -243,10 +273,18 @@ async def _send_stream(send: Send, endpoint: Endpoint, reply: Reply, body: Json)
     headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     deltas = 0
+    cut_after = 0 if reply.garbage is not None and reply.cut_after is None else reply.cut_after
     for event, data in endpoint.frames(reply.message, reply.tool_calls, body):
         if endpoint.is_delta((event, data)):
+            if deltas == reply.stall_after:
+                await asyncio.sleep(reply.stall)
             await asyncio.sleep(reply.delta_delay)
-            if deltas == reply.cut_after:
+            if deltas == cut_after:
+                if reply.garbage is not None:  # bytes that are not the API's, then a clean end
+                    body_frame = {"type": "http.response.body", "body": reply.garbage}
+                    await send({**body_frame, "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
                 # Returning mid-body makes uvicorn drop the connection: no final chunk.
                 # (uvicorn logs "ASGI callable returned without completing response".)
                 return

@@ -75,6 +75,17 @@ async def test_another_users_thread_is_not_found(sqlite_database_url: str) -> No
             "invalid_request",
         ),
         (b"[" * 100_000 + b"]" * 100_000, "invalid_request"),
+        # NUL and lone surrogates: valid JSON, but PostgreSQL and UTF-8 refuse them.
+        (
+            b'{"type": "threads.get_by_id", "params": {"thread_id": "thr_\\u0000"}}',
+            "invalid_request",
+        ),
+        (b'{"type": "threads.list", "params": {"after": "\\ud800"}}', "invalid_request"),
+        (
+            b'{"type": "threads.create", "params": {"input": '
+            b'{"content": [{"type": "input_text", "text": "hi \\udc00"}]}}}',
+            "invalid_request",
+        ),
     ],
 )
 async def test_malformed_requests_are_400(client: ChatClient, content: bytes, code: str) -> None:
@@ -82,6 +93,16 @@ async def test_malformed_requests_are_400(client: ChatClient, content: bytes, co
         "/chatkit", content=content, headers={"content-type": "application/json"}
     )
     assert_envelope(response, 400, code)
+
+
+async def test_feedback_on_too_many_items_is_400(client: ChatClient) -> None:
+    # Each id is a bound parameter; 40,000 were once a database error (a 5xx).
+    thread_id, _ = await client.new_thread()
+    ids = [f"msg_{n}" for n in range(40_000)]
+    body = {"thread_id": thread_id, "item_ids": ids, "kind": "positive"}
+    assert_envelope(
+        await client.post({"type": "items.feedback", "params": body}), 400, "invalid_request"
+    )
 
 
 async def test_empty_message_is_400_and_creates_no_thread(client: ChatClient) -> None:

@@ -34,6 +34,9 @@ from chatkit_backend.settings import Settings
 from chatkit_backend.store.sql_store import SQLStore
 
 MAX_TITLE_LENGTH = 500
+# Each id is one bound parameter: PostgreSQL (asyncpg) takes at most 32767, so 40,000
+# ids were a database error; a turn's answer is a handful of items.
+MAX_FEEDBACK_ITEMS = 100
 
 
 class RequestChecker:
@@ -65,6 +68,8 @@ class RequestChecker:
             case ItemsFeedbackReq():
                 await self._thread(request.params.thread_id, context)
                 ids = request.params.item_ids
+                if len(ids) > MAX_FEEDBACK_ITEMS:
+                    raise InvalidRequest(f"Feedback names at most {MAX_FEEDBACK_ITEMS} items")
                 found = await self.store.existing_item_ids(request.params.thread_id, ids, context)
                 if missing := [item_id for item_id in ids if item_id not in found]:
                     raise NotFound(f"Item {missing[0]} not found")

@@ -1,6 +1,7 @@
 """Fix-ups between the SDK's agent stream and what the thread stores."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from chatkit.types import (
     AssistantMessageContent,
@@ -15,6 +16,8 @@ from chatkit.types import (
     ThreadStreamEvent,
 )
 
+from chatkit_backend.agents.recording import SaidMessage
+
 
 class AnswerTracker:
     """Gives each assistant message its own id and remembers unfinished ones.
@@ -28,6 +31,8 @@ class AnswerTracker:
         self._new_id = new_message_id
         self._ids: dict[str, str] = {}
         self._open: dict[str, AssistantMessageItem] = {}
+        # Our ids of the messages started so far, in order: the model's n-th message.
+        self._started: list[str] = []
 
     def rewrite(self, event: ThreadStreamEvent) -> ThreadStreamEvent:
         """Return `event` with our message ids, noting what it adds to open messages."""
@@ -37,6 +42,7 @@ class AnswerTracker:
                 self._ids[item.id] = new_id
                 item = item.model_copy(update={"id": new_id}, deep=True)
                 self._open[new_id] = item.model_copy(deep=True)
+                self._started.append(new_id)
                 return ThreadItemAddedEvent(item=item)
             case ThreadItemUpdatedEvent(item_id=raw_id) if raw_id in self._ids:
                 new_id = self._ids[raw_id]
@@ -61,6 +67,34 @@ class AnswerTracker:
         return [
             item for item in self._open.values() if any(part.text.strip() for part in item.content)
         ]
+
+    def salvage(self, said: Sequence[SaidMessage], thread_id: str) -> list[ThreadStreamEvent]:
+        """After a failed run: events that keep every unfinished message, in full.
+
+        `said` is what the model streamed (see `recording.py`); it can hold more text than
+        the stream showed, and whole messages the stream never started.
+        """
+        events: list[ThreadStreamEvent] = []
+        for index, message in enumerate(said):
+            if not message.text.strip():
+                continue
+            if index < len(self._started):
+                item = self._open.get(self._started[index])
+                shown = "".join(part.text for part in item.content) if item else ""
+                # None: finished and saved already, or removed on purpose.
+                if item is not None and len(message.text) > len(shown):
+                    item.content = [AssistantMessageContent(text=t) for t in message.parts]
+                continue
+            item = AssistantMessageItem(
+                id=self._new_id(),
+                thread_id=thread_id,
+                created_at=datetime.now(),  # noqa: DTZ005 - naive, as the SDK stamps its items
+                content=[AssistantMessageContent(text=text) for text in message.parts],
+            )
+            self._open[item.id] = item
+            events.append(ThreadItemAddedEvent(item=item.model_copy(deep=True)))
+        events += [ThreadItemDoneEvent(item=item) for item in self.unfinished()]
+        return events
 
     def _apply(self, item_id: str, event: ThreadItemUpdatedEvent) -> None:
         item = self._open.get(item_id)

@@ -4,15 +4,18 @@ from collections.abc import AsyncIterator, Callable
 
 import anyio
 from agents import ModelSettings, RunConfig, Runner
+from agents.exceptions import InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered
 from agents.items import TResponseInputItem
 from agents.result import RunResultStreaming
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.types import InferenceOptions, ThreadItemDoneEvent, ThreadStreamEvent
 
+from chatkit_backend.agents import merging
 from chatkit_backend.agents.activity import ActivityHooks, routed_task
 from chatkit_backend.agents.events import AnswerTracker
 from chatkit_backend.agents.failures import describe_failure, log_failure
+from chatkit_backend.agents.recording import RecordingModel, TextRecorder
 from chatkit_backend.agents.registry import LABELS, AgentSelector
 from chatkit_backend.agents.titles import derived_title, model_title
 from chatkit_backend.context import RequestContext
@@ -20,6 +23,9 @@ from chatkit_backend.ops.metrics import count_error, count_tokens
 from chatkit_backend.providers.factory import Provider
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.usage import UsageLedger
+
+# chatkit's merge of the run's events left reads (and the run) going: see merging.py.
+merging.install()
 
 
 class Answerer:
@@ -39,12 +45,13 @@ class Answerer:
         allowed = wanted is not None and wanted in self.settings.allowed_models
         return wanted if wanted is not None and allowed else self.settings.model_name
 
-    def run_config(self, model_name: str) -> RunConfig:
+    def run_config(self, model_name: str, recorder: TextRecorder | None = None) -> RunConfig:
         # A Model instance, not a name: the SDK gives agents without a model its gpt-5
         # defaults (reasoning effort, verbosity), which other models refuse.
         include_usage = self.settings.model_api == "chat_completions"
+        model = self.provider.get_model(model_name)
         return RunConfig(
-            model=self.provider.get_model(model_name),
+            model=RecordingModel(model, recorder) if recorder is not None else model,
             # The SDK asks Chat Completions servers for usage only on api.openai.com.
             model_settings=ModelSettings(include_usage=True if include_usage else None),
             tracing_disabled=not self.settings.agents_tracing,
@@ -62,6 +69,7 @@ class Answerer:
         selection = self.selector.select(context, tool_choice)
         model_name = self.model_name(options)
         tracker = AnswerTracker(new_message_id)
+        recorder = TextRecorder()
         result: RunResultStreaming | None = None
         if selection.routed_to:
             await agent_context.add_workflow_task(routed_task(selection.routed_to))
@@ -70,7 +78,7 @@ class Answerer:
                 selection.agent,
                 history,
                 context=agent_context,
-                run_config=self.run_config(model_name),
+                run_config=self.run_config(model_name, recorder),
                 hooks=ActivityHooks(LABELS),
             )
             async for event in stream_agent_response(agent_context, result):
@@ -78,12 +86,18 @@ class Answerer:
         except Exception as exc:
             log_failure(exc, agent_context.thread.id)
             count_error(f"model_{type(exc).__name__}")
-            # Whatever was said before the failure stays in the thread.
-            for item in tracker.unfinished():
-                yield ThreadItemDoneEvent(item=item)
+            # Whatever was said before the failure stays in the thread, even what the SDK
+            # dropped unshown; what a guardrail withdrew stays withdrawn.
+            if isinstance(exc, InputGuardrailTripwireTriggered | OutputGuardrailTripwireTriggered):
+                for item in tracker.unfinished():
+                    yield ThreadItemDoneEvent(item=item)
+            else:
+                for event in tracker.salvage(recorder.messages, agent_context.thread.id):
+                    yield event
             message, allow_retry = describe_failure(exc)
             raise CustomStreamError(message, allow_retry=allow_retry) from None
         finally:
+            _stop(result)
             if result is not None:
                 # Also after a cancel: the tokens were spent either way.
                 with anyio.CancelScope(shield=True):
@@ -111,3 +125,13 @@ class Answerer:
             return derived_title(first_message)
         model = self.provider.get_model(None)
         return await model_title(model, first_message, self.run_config(self.settings.model_name))
+
+
+def _stop(result: RunResultStreaming | None) -> None:
+    """Stop a run that is still going when its answer ends early (failure or cancel).
+
+    The merge in `merging.py` already cancels the run when its stream is abandoned;
+    this also covers a failure before the stream was first read.
+    """
+    if result is not None and not result.is_complete:
+        result.cancel()

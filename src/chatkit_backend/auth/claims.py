@@ -41,9 +41,21 @@ def _identifier(value: object) -> str | None:
         return None
     if isinstance(value, int):
         value = str(value)
-    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and _storable(value):
         return value
     return None
+
+
+def _storable(value: str) -> bool:
+    # Every query binds the ids: PostgreSQL refuses NUL in a text parameter, and UTF-8
+    # has no encoding for a lone surrogate (both decode from a token's JSON): a 500.
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def context_from_claims(claims: Mapping[str, Any], names: ClaimNames) -> RequestContext:

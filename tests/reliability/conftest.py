@@ -1,0 +1,52 @@
+"""The reliability suite's shared fixtures: one fake model upstream and one server.
+
+Starting a server and migrating its database costs seconds; the tests that can share
+one do, each as users of its own (the server runs with JWT auth). The crash test kills
+its server and has its own.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fake_openai import FakeOpenAI, running_fake_openai
+from tests.reliability.kit import FIGURES, LONG, MAX_BODY, POOL, SECRET, SLOTS
+from tests.reliability.servers import Served, served_on_postgres
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeOpenAI]:
+    with running_fake_openai() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_server: FakeOpenAI) -> FakeOpenAI:
+    """The fake model upstream, its script and records cleared for this test."""
+    fake_server.reset()
+    return fake_server
+
+
+@pytest.fixture(scope="session")
+def served(fake_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    env = {
+        "AUTH_MODE": "jwt",
+        "JWT_SECRET": SECRET,
+        "DATABASE_POOL_SIZE": str(POOL),
+        "MAX_STREAMS_PER_USER": str(SLOTS),
+        "MAX_BODY_BYTES": str(MAX_BODY),
+        "RATE_LIMIT_PER_MINUTE": "1000000",
+    }
+    path = tmp_path_factory.mktemp("served")
+    with served_on_postgres(path, fake_server.base_url, **env) as served:
+        yield served
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures the suite measured, for the README's table (see kit.FIGURES)."""
+    if FIGURES:
+        figures = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in sorted(FIGURES.items()))
+        run = "long" if LONG else "fast"
+        # Every check that could find a lost item fails its test instead.
+        verdict = "see the failures above" if terminalreporter.stats.get("failed") else "0 lost"
+        terminalreporter.write_line(f"reliability ({run} run): {figures}; {verdict}")
