@@ -14,6 +14,7 @@ from chatkit_backend.api.handlers import install_error_handlers
 from chatkit_backend.api.health import router as health_router
 from chatkit_backend.api.operations import install_operations, operations_running
 from chatkit_backend.api.security import install_security
+from chatkit_backend.api.web import install_web
 from chatkit_backend.checks import RequestChecker
 from chatkit_backend.logs import configure_logging
 from chatkit_backend.providers.factory import build_provider
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
     install_operations(app, settings, engine)
     app.include_router(chatkit_router)
     app.include_router(health_router)
+    install_web(app, settings)
     return app
 
 

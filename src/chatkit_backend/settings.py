@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     jwt_role_claim: str = "role"
     cors_origins: str | None = None
 
+    # The page at GET /: the ChatKit element when its script loads, else the built-in client.
+    web_ui: Literal["auto", "chatkit", "builtin", "off"] = "auto"
+    login_url: str | None = None
+    chatkit_domain_key: str = "local-dev"
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     metrics_enabled: bool = True
@@ -89,6 +94,15 @@ class Settings(BaseSettings):
         # A scraper's bearer token; short ones can be guessed over the network.
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("METRICS_TOKEN must be at least 16 characters")
+        return value
+
+    @field_validator("login_url")
+    @classmethod
+    def _login_url(cls, value: str | None) -> str | None:
+        # The page navigates there: only web addresses, never `javascript:` or `data:`.
+        ok = value is None or value.startswith(("https://", "http://", "/"))
+        if not ok or (value or "").startswith("//"):
+            raise ValueError("LOGIN_URL looks like https://login.example.com/... or /login")
         return value
 
     @field_validator("llm_allowed_models", mode="before")
