@@ -32,7 +32,16 @@ check: lint typecheck
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: check pytest
+test: browser-deps check pytest
+
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+# CI installs it; locally those tests are skipped without it.
+.PHONY: browser-deps
+browser-deps:
+	@if [ -n "$$CI" ] && [ ! -x /usr/bin/chromium ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y chromium fonts-liberation; \
+	fi
 
 # The reliability suite's long run (README, Reliability): the same tests as in `make
 # test`, with many more users, turns, hang-ups, kills and generated cases.
