@@ -54,6 +54,11 @@ STRONG = "f3a9c0d27be14e58a6d1c9b0e2f47a3d5c8e1b6a"
             "wildcard",
         ),
         ({"auth_mode": "jwt", "jwt_jwks_url": "http://idp.example/jwks"}, "https://"),
+        ({"auth_mode": "jwt", "jwt_secret": STRONG}, "needs ATTACHMENT_SIGNING_KEY"),
+        (
+            {"auth_mode": "jwt", "jwt_secret": STRONG, "attachment_signing_key": "ab" * 32},
+            "ATTACHMENT_SIGNING_KEY is too weak",
+        ),
     ],
 )
 def test_production_refuses_unsafe_settings(settings: dict[str, Any], complaint: str) -> None:
@@ -62,8 +67,9 @@ def test_production_refuses_unsafe_settings(settings: dict[str, Any], complaint:
     # What the CLI prints: the reasons, without the input values.
     reasons = " ".join(e["msg"] for e in caught.value.errors(include_input=False))
     assert complaint in reasons
-    secret = settings.get("jwt_secret")
-    assert secret is None or secret not in reasons
+    for name in ("jwt_secret", "attachment_signing_key"):
+        secret = settings.get(name)
+        assert secret is None or secret not in reasons
 
 
 def test_production_accepts_safe_settings() -> None:
@@ -71,7 +77,13 @@ def test_production_accepts_safe_settings() -> None:
         {"jwt_secret": STRONG, "cors_origins": "https://app.example.com/"},
         {"jwt_jwks_url": "https://idp.example/.well-known/jwks.json"},
     ):
-        settings = Settings(_env_file=None, env="production", auth_mode="jwt", **extra)  # type: ignore[call-arg]
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            env="production",
+            auth_mode="jwt",
+            attachment_signing_key=STRONG,
+            **extra,
+        )
         assert settings.auth_mode == "jwt"
     assert jwt_settings(
         "sqlite+aiosqlite:///x", cors_origins="https://a.example/"
@@ -79,7 +91,12 @@ def test_production_accepts_safe_settings() -> None:
 
 
 def test_development_refuses_short_secrets_and_odd_origins_too() -> None:
-    for bad in ({"jwt_secret": "dev"}, {"cors_origins": "app.example.com"}):
+    for bad in (
+        {"jwt_secret": "dev"},
+        {"cors_origins": "app.example.com"},
+        {"attachment_signing_key": "short"},
+        {"public_url": "chat.example.com"},
+    ):
         with pytest.raises(ValidationError):
             jwt_settings("sqlite+aiosqlite:///x", **bad)
 

@@ -77,7 +77,11 @@ async def test_production_without_origins_allows_no_browser_origin(
     sqlite_database_url: str,
 ) -> None:
     async with http_for(
-        sqlite_database_url, env="production", auth_mode="jwt", jwt_secret=SECRET
+        sqlite_database_url,
+        env="production",
+        auth_mode="jwt",
+        jwt_secret=SECRET,
+        attachment_signing_key=SECRET,
     ) as http:
         for origin in ("http://localhost:5173", "https://app.example.com"):
             response = await preflight(http, origin)

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from chatkit.types import StructuredInputFreeform, StructuredInputItem
 
 from chatkit_backend.api.parsing import REQUEST_TYPES
 from chatkit_backend.context import RequestContext
+from chatkit_backend.store.attachments import owner_of
+from tests.attachment_helpers import PNG, message, stored_files, uploaded
 from tests.auth_helpers import JwtApp, jwt_app, new_user
 from tests.chat_client import ChatClient
 from tests.sse import user_input
@@ -32,7 +35,7 @@ class Ids:
     user_message: str  # ... its first user message,
     answer: str  # the answer to it (rated by the owner),
     question: str  # and a pending structured-input item.
-    attachment: str
+    attachment: str  # the owner's uploaded (not yet sent) attachment
     own_thread: str  # the intruder's own thread, to smuggle foreign item ids into
 
 
@@ -93,13 +96,18 @@ CASES: list[tuple[str, int, Body]] = [
             "action": {"type": "a", "payload": {}},
         },
     ),
-    # Attachments are not enabled: refused (400) before any lookup. When they are, the
-    # owner's attachment id below must answer exactly as an unknown one.
-    ("attachments.delete", 400, lambda i: {"attachment_id": i.attachment}),
+    ("attachments.delete", 404, lambda i: {"attachment_id": i.attachment}),
+    # Sending the owner's attachment, in a new thread or the intruder's own.
+    ("threads.create", 404, lambda i: {"input": message("mine now", i.attachment)}),
+    (
+        "threads.add_user_message",
+        404,
+        lambda i: {"thread_id": i.own_thread, "input": message("mine now", i.attachment)},
+    ),
     # Types that name no existing record: they must not reveal or touch the owner's data.
     ("threads.create", 200, lambda i: {"input": user_input("mine")}),
     ("threads.list", 200, lambda i: {}),
-    ("attachments.create", 400, lambda i: {"name": "a.txt", "size": 3, "mime_type": "text/plain"}),
+    ("attachments.create", 200, lambda i: {"name": "a.txt", "size": 3, "mime_type": "text/plain"}),
     ("input.transcribe", 501, lambda i: {"audio_base64": "AAAA", "mime_type": "audio/webm"}),
 ]
 INTRUDERS = ["other user, same tenant", "same user id, other tenant"]
@@ -136,6 +144,7 @@ class World:
     owner: ChatClient
     owner_context: RequestContext
     ids: Ids
+    attachments_dir: Path
 
     async def snapshot(self) -> dict[str, Any]:
         thread = await self.owner.call("threads.get_by_id", thread_id=self.ids.thread)
@@ -146,12 +155,16 @@ class World:
             "items": await self.owner.items(self.ids.thread),
             "threads": [t["id"] for t in threads["data"]],
             "feedback": await store.load_feedback(self.ids.thread, self.owner_context),
+            "attachment": await store.attachments.load(
+                self.ids.attachment, owner_of(self.owner_context)
+            ),
+            "files": stored_files(self.attachments_dir),
         }
 
 
 @pytest.fixture
-async def world(database_url: str) -> AsyncIterator[World]:
-    async with jwt_app(database_url) as app:
+async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    async with jwt_app(database_url, attachments_dir=str(tmp_path)) as app:
         user = new_user()
         owner = await app.client(user, TENANT)
         thread_id, _ = await owner.new_thread("my secret plans")
@@ -166,8 +179,9 @@ async def world(database_url: str) -> AsyncIterator[World]:
         )
         store = app.app.state.chat_server.sql_store
         await store.add_thread_item(thread_id, question, context)
-        ids = Ids(thread_id, user_message, answer, question.id, f"atc_{secrets.token_hex(16)}", "")
-        yield World(app, owner, context, ids)
+        attachment = await uploaded(owner, "plans.png", PNG, "image/png")
+        ids = Ids(thread_id, user_message, answer, question.id, attachment["id"], "")
+        yield World(app, owner, context, ids, tmp_path)
 
 
 async def _intruder(world: World, kind: str) -> ChatClient:
@@ -194,7 +208,8 @@ async def test_foreign_ids_answer_as_missing_ones_and_change_nothing(
 
     assert attempt.status_code == reference.status_code == status, attempt.text
     assert attempt.headers["content-type"] == reference.headers["content-type"]
-    if type != "threads.create":  # the answer names the new thread: compare shapes only
+    # These answers name the new thread or attachment: compare statuses only.
+    if type not in ("threads.create", "attachments.create") or status != 200:
         assert _normalised(attempt.text, foreign) == _normalised(reference.text, missing)
     for secret in ("my secret plans", world.owner_context.user_id + "@"):
         assert secret not in attempt.text

@@ -193,11 +193,10 @@ async def test_structured_input_is_answered(client: ChatClient) -> None:
     assert again.status_code == 400
 
 
+# Attachments are offered now: tests/test_attachments*.py.
 @pytest.mark.parametrize(
     ("type", "params", "status", "code"),
     [
-        ("attachments.create", {"name": "a.png", "size": 3, "mime_type": "image/png"}, 400, None),
-        ("attachments.delete", {"attachment_id": "atc_x"}, 400, None),
         ("input.transcribe", {"audio_base64": "AAAA", "mime_type": "audio/webm"}, 501, None),
     ],
 )

@@ -9,17 +9,20 @@ from chatkit_backend import __version__
 from chatkit_backend.agents.guardrails import message_length_guardrail
 from chatkit_backend.agents.registry import AgentSelector, load_factory
 from chatkit_backend.agents.turn import Answerer
+from chatkit_backend.api.attachments import install_attachments
 from chatkit_backend.api.chatkit import router as chatkit_router
 from chatkit_backend.api.handlers import install_error_handlers
 from chatkit_backend.api.health import router as health_router
 from chatkit_backend.api.operations import install_operations, operations_running
 from chatkit_backend.api.security import install_security
 from chatkit_backend.api.web import install_web
+from chatkit_backend.attachments.setup import build_attachments, cleanup_schedule
 from chatkit_backend.checks import RequestChecker
 from chatkit_backend.logs import configure_logging
 from chatkit_backend.providers.factory import build_provider
 from chatkit_backend.server import ChatServer
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.attachments import AttachmentRecords
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.sql_store import SQLStore
 
@@ -33,13 +36,17 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
     # First what can fail on a bad setting, so nothing is left open when it does.
     agent_factory = load_factory(settings.agent)
     engine = create_engine(settings.database_url, settings.database_pool_size)
-    store = SQLStore(engine)
+    files = build_attachments(settings, AttachmentRecords(engine))
+    store = SQLStore(engine, attachment_view=files.links.present)
     provider = build_provider(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with operations_running(app, engine, settings, hook_signals):
+            async with (
+                operations_running(app, engine, settings, hook_signals),
+                cleanup_schedule(settings, files),
+            ):
                 yield
         finally:
             await provider.aclose()
@@ -52,12 +59,13 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
         agent_factory, [message_length_guardrail(settings.input_guardrail_max_chars)]
     )
     answerer = Answerer(provider, selector, store.usage, settings)
-    app.state.chat_server = ChatServer(store, answerer, settings)
+    app.state.chat_server = ChatServer(store, answerer, settings, files)
     app.state.checker = RequestChecker(store, settings)
     install_error_handlers(app)
     install_security(app, settings)
     install_operations(app, settings, engine)
     app.include_router(chatkit_router)
+    install_attachments(app, files)
     app.include_router(health_router)
     install_web(app, settings)
     return app

@@ -29,11 +29,13 @@ from chatkit.types import (
 )
 
 from chatkit_backend.context import RequestContext
-from chatkit_backend.errors import InvalidRequest, NotEnabled, NotFound, NotSupported
+from chatkit_backend.errors import InvalidRequest, NotFound, NotSupported
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.attachments import owner_of
 from chatkit_backend.store.sql_store import SQLStore
 
 MAX_TITLE_LENGTH = 500
+MAX_ATTACHMENTS_PER_MESSAGE = 10
 # Each id is one bound parameter: PostgreSQL (asyncpg) takes at most 32767, so 40,000
 # ids were a database error; a turn's answer is a handful of items.
 MAX_FEEDBACK_ITEMS = 100
@@ -50,10 +52,10 @@ class RequestChecker:
         """Raise a `RequestError` for a request that cannot succeed; clamp page sizes."""
         match request:
             case ThreadsCreateReq():
-                await self._input(request.params.input, context)
+                await self._input(request.params.input, context, None)
             case ThreadsAddUserMessageReq():
                 await self._thread(request.params.thread_id, context)
-                await self._input(request.params.input, context)
+                await self._input(request.params.input, context, request.params.thread_id)
             case ThreadsGetByIdReq() | ThreadsDeleteReq():
                 await self._thread(request.params.thread_id, context)
             case ThreadsUpdateReq():
@@ -90,8 +92,10 @@ class RequestChecker:
             case ThreadsCustomActionReq() | ThreadsSyncCustomActionReq():
                 await self._thread(request.params.thread_id, context)
                 raise NotSupported("This server's agents define no widget actions")
-            case AttachmentsCreateReq() | AttachmentsDeleteReq():
-                raise NotEnabled("Attachments are not enabled on this server")
+            case AttachmentsCreateReq():
+                pass  # size, type and name are the attachment store's to judge
+            case AttachmentsDeleteReq():
+                await self._attachment(request.params.attachment_id, context)
             case InputTranscribeReq():
                 raise NotSupported("Dictation is not supported by the configured model provider")
             case _:
@@ -115,11 +119,16 @@ class RequestChecker:
         except NotFoundError:
             raise NotFound(f"Item {item_id} not found") from None
 
-    async def _input(self, input: UserMessageInput, context: RequestContext) -> None:
+    async def _attachment(self, attachment_id: str, context: RequestContext) -> None:
+        if await self.store.attachments.load(attachment_id, owner_of(context)) is None:
+            raise NotFound(f"Attachment {attachment_id} not found")
+
+    async def _input(
+        self, input: UserMessageInput, context: RequestContext, thread_id: str | None
+    ) -> None:
         if not input.content and not input.attachments:
             raise InvalidRequest("A message needs content")
-        if input.attachments:
-            raise NotEnabled("Attachments are not enabled on this server")
+        await self._sendable(input.attachments, context, thread_id)
         model = input.inference_options.model
         if model is not None and model not in self.settings.allowed_models:
             allowed = ", ".join(sorted(self.settings.allowed_models))
@@ -131,6 +140,27 @@ class RequestChecker:
         if length > self.settings.max_message_chars:
             limit = self.settings.max_message_chars
             raise InvalidRequest(f"The message is longer than {limit} characters")
+
+    async def _sendable(
+        self, attachment_ids: list[str], context: RequestContext, thread_id: str | None
+    ) -> None:
+        """The caller's own, fully uploaded attachments, each sent into one thread only."""
+        if len(attachment_ids) > MAX_ATTACHMENTS_PER_MESSAGE:
+            raise InvalidRequest(
+                f"A message can carry at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments"
+            )
+        if len(set(attachment_ids)) != len(attachment_ids):
+            raise InvalidRequest("The same attachment is listed twice")
+        for attachment_id in attachment_ids:
+            record = await self.store.attachments.load(attachment_id, owner_of(context))
+            if record is None:
+                raise NotFound(f"Attachment {attachment_id} not found")
+            if not record.uploaded:
+                raise InvalidRequest(f"Attachment {attachment_id} has not finished uploading")
+            # Deleting a thread deletes its attachments: one in two threads would vanish
+            # from the other.
+            if record.thread_id not in (None, thread_id):
+                raise InvalidRequest(f"Attachment {attachment_id} belongs to another thread")
 
     async def _pending_client_tool_call(self, thread_id: str, context: RequestContext) -> None:
         page = await self.store.load_thread_items(thread_id, None, 1, "desc", context)

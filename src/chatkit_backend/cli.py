@@ -170,6 +170,19 @@ def _add_operator_commands(commands: Any) -> None:
     stats.set_defaults(run=_stats)
 
 
+def _cleanup(_: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import dataclasses
+    import json
+    import sys
+
+    from chatkit_backend.attachments.setup import clean_up_once
+
+    report = asyncio.run(clean_up_once(settings))
+    sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatkit-backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
         "--tenant", action="append", help="tenant to load (repeatable; default: LOCAL_TENANT_ID)"
     )
     seed.set_defaults(run=_seed_demo)
+    cleanup = commands.add_parser("cleanup", help="remove unsent attachments and stray files")
+    cleanup.set_defaults(run=_cleanup)
     _add_operator_commands(commands)
     return parser
 

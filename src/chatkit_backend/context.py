@@ -10,3 +10,6 @@ class RequestContext:
     user_id: str
     tenant_id: str
     role: str = "member"
+    # Where the caller reached us (`https://host/prefix/`), for the absolute links to
+    # attachments a browser follows without a token; None outside HTTP.
+    base_url: str | None = None

@@ -38,6 +38,20 @@ class PayloadTooLarge(RequestError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(RequestError):
+    """The file's type is not accepted, or its content is not what it claims to be."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Conflict(RequestError):
+    """The request does not fit the record's state (an upload that already arrived)."""
+
+    status = 409
+    code = "conflict"
+
+
 class NotEnabled(RequestError):
     """The feature the request needs is switched off on this server."""
 

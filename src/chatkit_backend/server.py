@@ -8,19 +8,27 @@ from chatkit.agents import AgentContext, ThreadItemConverter
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.types import (
     AssistantMessageItem,
+    Attachment,
     ChatKitReq,
     FeedbackKind,
     ThreadItem,
     ThreadMetadata,
+    ThreadsDeleteReq,
     ThreadStreamEvent,
     UserMessageItem,
     UserMessageTextContent,
     is_streaming_req,
 )
+from openai.types.responses import ResponseInputContentParam, ResponseInputTextParam
 
 from chatkit_backend.agents.turn import Answerer
+from chatkit_backend.attachments.labels import label
+from chatkit_backend.attachments.model_input import AttachmentInput, with_parts
+from chatkit_backend.attachments.service import AttachmentService
+from chatkit_backend.attachments.setup import attachment_input
 from chatkit_backend.context import RequestContext
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.attachments import owner_of
 from chatkit_backend.store.sql_store import SQLStore
 
 
@@ -30,7 +38,32 @@ class HistoryConverter(ThreadItemConverter):
     The SDK sends them as `output_text` parts, which the Agents SDK's Chat Completions
     converter refuses ("Unknown content"): every second message failed on Gemini and
     local servers. Plain text works for the Responses API and Chat Completions alike.
+
+    Attachments reach the model after the user's text, each introduced by a label
+    naming the file (see `attachments.model_input`).
     """
+
+    def __init__(self, attachments: AttachmentInput | None = None) -> None:
+        self.attachments = attachments
+
+    async def attachment_to_message_content(
+        self, attachment: Attachment
+    ) -> ResponseInputContentParam:
+        if self.attachments is None:
+            text = f"{label(attachment.name, attachment.mime_type)}: not readable here."
+            return ResponseInputTextParam(type="input_text", text=text)
+        return (await self.attachments.parts(attachment))[-1]
+
+    async def user_message_to_input(
+        self, item: UserMessageItem, is_last_message: bool = True
+    ) -> TResponseInputItem | list[TResponseInputItem] | None:
+        if self.attachments is None or not item.attachments:
+            return await super().user_message_to_input(item, is_last_message)
+        # The SDK would give each attachment one part; ours also get their label.
+        bare = item.model_copy(update={"attachments": []})
+        converted = await super().user_message_to_input(bare, is_last_message)
+        parts = [part for each in item.attachments for part in await self.attachments.parts(each)]
+        return with_parts(converted, parts)
 
     async def assistant_message_to_input(
         self, item: AssistantMessageItem
@@ -42,12 +75,20 @@ class HistoryConverter(ThreadItemConverter):
 class ChatServer(ChatKitServer[RequestContext]):
     """Answers with an Agents SDK agent and keeps everything in the SQL store."""
 
-    def __init__(self, store: SQLStore, answerer: Answerer, settings: Settings) -> None:
-        super().__init__(store)
+    def __init__(
+        self,
+        store: SQLStore,
+        answerer: Answerer,
+        settings: Settings,
+        attachments: AttachmentService | None = None,
+    ) -> None:
+        super().__init__(store, attachments)
         self.sql_store = store
         self.answerer = answerer
         self.settings = settings
-        self.converter = HistoryConverter()
+        self.attachments = attachments
+        files = attachment_input(settings, attachments) if attachments else None
+        self.converter = HistoryConverter(files)
 
     async def handle(
         self, request: ChatKitReq, context: RequestContext
@@ -56,7 +97,18 @@ class ChatServer(ChatKitServer[RequestContext]):
         # The SDK's own `process()` re-parses and rebuilds its TypeAdapter on every call.
         if is_streaming_req(request):
             return StreamingResult(self._process_streaming(request, context))
+        if isinstance(request, ThreadsDeleteReq) and self.attachments is not None:
+            return NonStreamingResult(await self._delete_thread(request, context))
         return NonStreamingResult(await self._process_non_streaming(request, context))
+
+    async def _delete_thread(self, request: ThreadsDeleteReq, context: RequestContext) -> bytes:
+        """Delete the thread, then its attachments' bytes (the store removes the records)."""
+        assert self.attachments is not None
+        thread_id, owner = request.params.thread_id, owner_of(context)
+        attachment_ids = await self.sql_store.attachments.ids_in_thread(thread_id, owner)
+        result = await self._process_non_streaming(request, context)
+        await self.attachments.delete_files(attachment_ids)
+        return result
 
     async def respond(
         self,

@@ -19,6 +19,11 @@ PROVIDER_DEFAULTS: dict[Provider, tuple[str, ModelApi]] = {
     "openai-compatible": ("llama3.2", "chat_completions"),
 }
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
+# Images the model can see, PDFs, and text it can read; code files arrive as text/plain.
+DEFAULT_ATTACHMENT_TYPES = (
+    "image/png,image/jpeg,image/gif,image/webp,application/pdf,"
+    "text/plain,text/markdown,text/csv,application/json"
+)
 
 
 class Settings(BaseSettings):
@@ -84,6 +89,16 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=120, ge=1, le=1_000_000)
     max_streams_per_user: int = Field(default=3, ge=1, le=1000)
 
+    attachments_dir: str = "./data/attachments"
+    max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1, le=5 * 1024**3)
+    allowed_attachment_types: Annotated[list[str], NoDecode] = DEFAULT_ATTACHMENT_TYPES.split(",")
+    attachment_url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 86400)
+    attachment_upload_ttl_seconds: int = Field(default=900, ge=10, le=86400)
+    attachment_unsent_ttl_hours: int = Field(default=24, ge=1, le=24 * 365)
+    attachment_cleanup_interval_seconds: int = Field(default=0, ge=0, le=7 * 86400)
+    attachment_signing_key: SecretStr | None = None
+    public_url: str | None = None
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -104,6 +119,26 @@ class Settings(BaseSettings):
         if not ok or (value or "").startswith("//"):
             raise ValueError("LOGIN_URL looks like https://login.example.com/... or /login")
         return value
+
+    @field_validator("allowed_attachment_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            names = (str(name).strip().lower() for name in value)
+            return list(dict.fromkeys(name for name in names if name))
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, _, rest = value.strip().rstrip("/").partition("://")
+        if scheme not in ("http", "https") or not rest or rest.startswith("/") or "?" in rest:
+            raise ValueError("PUBLIC_URL looks like https://chat.example.com[/prefix]")
+        return f"{scheme}://{rest}"
 
     @field_validator("llm_allowed_models", mode="before")
     @classmethod
@@ -180,4 +215,20 @@ class Settings(BaseSettings):
             raise ValueError("ENV=production needs an https:// JWT_JWKS_URL")
         if "*" in (self.cors_origin_list or []):
             raise ValueError("ENV=production refuses a wildcard CORS_ORIGINS")
+        return self
+
+    @model_validator(mode="after")
+    def _check_attachment_key(self) -> "Settings":
+        # Signed attachment URLs carry no token: whoever knows the key can mint them.
+        key = self.attachment_signing_key
+        secret = key.get_secret_value() if key is not None else None
+        if secret is not None and len(secret.encode()) < 32:
+            raise ValueError("ATTACHMENT_SIGNING_KEY must be at least 32 bytes")
+        if self.env != "production":
+            return self
+        # Workers and replicas must agree on it, so production cannot make one up.
+        if secret is None:
+            raise ValueError("ENV=production needs ATTACHMENT_SIGNING_KEY (openssl rand -hex 32)")
+        if len(set(secret)) < 10:
+            raise ValueError("ATTACHMENT_SIGNING_KEY is too weak; use openssl rand -hex 32")
         return self

@@ -4,6 +4,7 @@ All `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thr
 hop per dependency on every request for what is an attribute lookup.
 """
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -33,7 +34,9 @@ async def get_checker(request: Request) -> RequestChecker:
 
 async def get_context(request: Request) -> RequestContext:
     """The caller: whoever the bearer token names, or with AUTH_MODE=none the local user."""
-    return await authenticate(request)
+    context = await authenticate(request)
+    # Links to attachments are absolute: without PUBLIC_URL they use the URL called.
+    return replace(context, base_url=str(request.base_url))
 
 
 async def get_limiter(request: Request) -> Limiter:

@@ -7,6 +7,8 @@ from typing import Any
 
 from agents.items import TResponseInputItem
 
+from chatkit_backend.attachments.labels import LABEL
+
 EMPLOYEE = re.compile(r"\bemployee\s*(?:#|no\.?|number)?\s*(\d+)", re.IGNORECASE)
 ROLE = re.compile(r"^You are (?:the |a |an )?([^.;\n]+)")
 # Specialist name -> words that send a conversation there.
@@ -32,27 +34,51 @@ class Say:
     text: str
 
 
-def last_user_text(input: str | list[TResponseInputItem]) -> str:
-    """The text of the newest user message in a Responses-style input."""
+def _last_user_content(input: str | list[TResponseInputItem]) -> str | list[Any]:
     if isinstance(input, str):
         return input
     for item in reversed(input):
-        if not isinstance(item, dict) or item.get("role") != "user":
-            continue
-        content: Any = item.get("content")
-        if isinstance(content, str):
-            return content
-        parts = [p.get("text", "") for p in content or [] if p.get("type") == "input_text"]
-        return "\n".join(part for part in parts if part)
+        if isinstance(item, dict) and item.get("role") == "user":
+            content: Any = item.get("content")
+            return content if isinstance(content, str) else list(content or [])
     return ""
 
 
-def offline_answer(user_text: str, role: str | None = None) -> str:
+def _texts(parts: list[Any]) -> list[str]:
+    return [p.get("text", "") for p in parts if p.get("type") == "input_text"]
+
+
+def last_user_text(input: str | list[TResponseInputItem]) -> str:
+    """The text of the newest user message in a Responses-style input, without the
+    attachments that came with it (labelled parts after the first)."""
+    content = _last_user_content(input)
+    if isinstance(content, str):
+        return content
+    texts = _texts(content)
+    typed = texts[:1] + [text for text in texts[1:] if not LABEL.match(text)]
+    return "\n".join(text for text in typed if text)
+
+
+def last_user_attachments(input: str | list[TResponseInputItem]) -> list[str]:
+    """`name (type)` of each attachment labelled in the newest user message."""
+    content = _last_user_content(input)
+    if isinstance(content, str):
+        return []
+    found = (LABEL.match(text) for text in _texts(content)[1:])
+    return [f"{m['name']} ({m['type']})" for m in found if m]
+
+
+def offline_answer(
+    user_text: str, role: str | None = None, attachments: list[str] | None = None
+) -> str:
     """The reply to a message: says plainly what it is, and echoes what it was given."""
     said = " ".join(user_text.split())
     if len(said) > 200:
         said = said[:200] + "…"
     echo = f' You said: "{said}".' if said else ""
+    if attachments:
+        count = f"{len(attachments)} attachment{'s' if len(attachments) > 1 else ''}"
+        echo += f" I received {count}: {', '.join(attachments)}."
     as_role = f", answering as {role}" if role else ""
     return (
         f"This is the offline model of chatkit-backend{as_role}: no language model is "
@@ -80,7 +106,8 @@ def plan(
         if call := _tool_call(text, tools, tool_choice):
             return call
     role = ROLE.match(instructions or "")
-    return Say(offline_answer(text, role.group(1).strip() if role else None))
+    attachments = last_user_attachments(input)
+    return Say(offline_answer(text, role.group(1).strip() if role else None, attachments))
 
 
 def _tool_call(text: str, tools: list[str], tool_choice: str | None) -> Call | None:

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Select, Table, and_, delete, literal, sele
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import RequestContext
+from chatkit_backend.store.attachments import AttachmentRecords, AttachmentView, viewed
 from chatkit_backend.store.employees import EmployeeDirectory
 from chatkit_backend.store.ids import new_id
 from chatkit_backend.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
@@ -66,11 +67,13 @@ def _page_of(rows: Sequence[Any], limit: int, parse: Any) -> Page[T]:
 class SQLStore(Store[RequestContext]):
     """Threads, items, attachments and feedback in SQLite or PostgreSQL."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, attachment_view: AttachmentView | None = None) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
         self.employees = EmployeeDirectory(engine)
         self.usage = UsageLedger(engine)
+        self.attachments = AttachmentRecords(engine)
+        self.attachment_view = attachment_view
 
     def generate_thread_id(self, context: RequestContext) -> str:
         return new_id("thread")
@@ -152,7 +155,9 @@ class SQLStore(Store[RequestContext]):
         query = _keyset_page(query, ITEMS, anchor, limit, _order(order))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return _page_of(rows, limit, _ITEM.validate_json)
+        page: Page[ThreadItem] = _page_of(rows, limit, _ITEM.validate_json)
+        page.data = [viewed(item, self.attachment_view, context) for item in page.data]
+        return page
 
     async def add_thread_item(
         self, thread_id: str, item: ThreadItem, context: RequestContext
@@ -195,7 +200,7 @@ class SQLStore(Store[RequestContext]):
             data = (await conn.execute(query)).scalar_one_or_none()
         if data is None:
             raise NotFoundError(f"Item {item_id} not found")
-        return _ITEM.validate_json(data)
+        return viewed(_ITEM.validate_json(data), self.attachment_view, context)
 
     async def existing_item_ids(
         self, thread_id: str, item_ids: Sequence[str], context: RequestContext
@@ -247,7 +252,8 @@ class SQLStore(Store[RequestContext]):
             data = (await conn.execute(query)).scalar_one_or_none()
         if data is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
-        return _ATTACHMENT.validate_json(data)
+        attachment = _ATTACHMENT.validate_json(data)
+        return self.attachment_view(attachment, context) if self.attachment_view else attachment
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
         query = delete(ATTACHMENTS).where(

@@ -53,17 +53,28 @@ class ItemRow(SQLModel, table=True):
 
 
 class AttachmentRow(SQLModel, table=True):
-    """Attachment metadata; the bytes live in attachment storage."""
+    """Attachment metadata; the bytes live in attachment storage under the id."""
 
     __tablename__ = "attachments"
-    __table_args__ = (Index("ix_attachments_owner", "tenant_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_attachments_owner", "tenant_id", "user_id"),
+        # A thread's attachments, and the cleanup's "never sent (NULL), older than".
+        Index("ix_attachments_thread_created", "thread_id", "created_at"),
+    )
 
     id: str = Field(max_length=64, primary_key=True)
     tenant_id: str = Field(max_length=255)
     user_id: str = Field(max_length=255)
-    thread_id: str | None = Field(default=None, max_length=64, index=True)
+    # Set when a message carrying it is sent; NULL means never sent.
+    thread_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(sa_column=_utc_column())
     data: str = Field(sa_column=Column(Text, nullable=False))
+    # Declared size until the bytes arrive, then the size stored.
+    size_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    # NULL while a two-phase upload waits for its bytes: it cannot be sent yet.
+    uploaded_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class FeedbackRow(SQLModel, table=True):

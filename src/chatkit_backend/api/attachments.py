@@ -1,0 +1,191 @@
+"""Attachment routes: direct and two-phase uploads, signed downloads and previews.
+
+- `POST /chatkit/attachments` (bearer token): the direct-upload URL of the ChatKit
+  frontend; multipart with a `file` field; answers the `Attachment`.
+- `POST /chatkit/attachments/{id}/upload?exp&sig`: the signed URL `attachments.create`
+  hands out for two-phase uploads; the same multipart shape.
+- `GET /chatkit/attachments/{id}/content|preview?exp&sig`: the bytes, for `<img>` and
+  links, which cannot send a token; the signature is the permission.
+- `GET /chatkit/attachments/{id}` (bearer token): the owner's attachment with fresh links.
+"""
+
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from chatkit.types import Attachment
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+
+from chatkit_backend.api.deps import ContextDep, LimiterDep
+from chatkit_backend.api.multipart import Event, file_upload, multipart_events
+from chatkit_backend.attachments import media_types
+from chatkit_backend.attachments.links import ATTACHMENTS_PATH
+from chatkit_backend.attachments.names import content_disposition
+from chatkit_backend.attachments.service import BAD_LINK, AttachmentService
+from chatkit_backend.attachments.signing import LinkKind
+from chatkit_backend.auth.roles import authorize
+from chatkit_backend.context import RequestContext
+from chatkit_backend.errors import Forbidden, NotFound, PayloadTooLarge
+from chatkit_backend.store.attachments import AttachmentRecord, owner_of
+
+router = APIRouter(prefix=ATTACHMENTS_PATH)
+
+# Room for the multipart boundaries, part headers and small extra fields.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# Served files are data, never a page: no scripts, no plugins, no same-origin access.
+SANDBOX = "default-src 'none'; sandbox"
+# How long a browser may keep a served file at most (shorter when the link dies sooner).
+MAX_CACHE_SECONDS = 3600
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not multipart, no `file` field, empty, or not as declared"},
+    401: {"description": "Missing or invalid bearer token"},
+    403: {"description": "The role may not upload, or the link is invalid or expired"},
+    409: {"description": "The two-phase upload already arrived"},
+    413: {"description": "Larger than MAX_ATTACHMENT_BYTES"},
+    415: {"description": "A type not in ALLOWED_ATTACHMENT_TYPES, or content not as claimed"},
+    429: {"description": "Over the request rate limit"},
+}
+
+
+def install_attachments(app: FastAPI, service: AttachmentService) -> None:
+    app.state.attachments = service
+    app.include_router(router)
+
+
+def get_attachments(request: Request) -> AttachmentService:
+    service: AttachmentService = request.app.state.attachments
+    return service
+
+
+AttachmentsDep = Annotated[AttachmentService, Depends(get_attachments)]
+
+
+def _json(attachment: Attachment) -> Response:
+    # As the SDK serialises attachments: integration metadata stays on the server.
+    body = attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True})
+    return Response(content=body, media_type="application/json")
+
+
+def _check_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The upload is over the {limit}-byte limit")
+
+
+def _multipart(request: Request, limit: int) -> AsyncGenerator[Event, None]:
+    _check_length(request, limit)
+    content_type = request.headers.get("content-type", "")
+    return multipart_events(request.stream(), content_type, limit)
+
+
+@router.post("", summary="Upload a file (direct upload)", responses=ERRORS)
+async def upload_direct(
+    request: Request, context: ContextDep, limiter: LimiterDep, files: AttachmentsDep
+) -> Response:
+    limiter.admit_request(context)
+    authorize("attachments.create", context.role)
+    limit = files.limits.max_bytes + MULTIPART_OVERHEAD_BYTES
+    async with aclosing(_multipart(request, limit)) as events:
+        attachment = await files.receive_direct(await file_upload(events), context)
+    return _json(attachment)
+
+
+def _expiry(exp: str) -> int:
+    if not exp.isdigit() or len(exp) > 12:
+        raise Forbidden(BAD_LINK)
+    return int(exp)
+
+
+async def _linked(
+    files: AttachmentService, kind: LinkKind, attachment_id: str, exp: str, sig: str
+) -> AttachmentRecord:
+    return await files.linked(kind, attachment_id, _expiry(exp), sig)
+
+
+@router.post("/{attachment_id}/upload", summary="Upload a file (two-phase)", responses=ERRORS)
+async def upload_pending(
+    attachment_id: str,
+    request: Request,
+    limiter: LimiterDep,
+    files: AttachmentsDep,
+    exp: str = "",
+    sig: str = "",
+) -> Response:
+    # The signature names the owner; a bearer token, if any, is not needed.
+    record = await _linked(files, "upload", attachment_id, exp, sig)
+    owner = RequestContext(user_id=record.owner.user_id, tenant_id=record.owner.tenant_id)
+    limiter.admit_request(owner)
+    limit = (record.size_bytes or 0) + MULTIPART_OVERHEAD_BYTES
+    async with aclosing(_multipart(request, limit)) as events:
+        attachment = await files.receive_pending(record, await file_upload(events))
+    return _json(attachment)
+
+
+async def _serve(
+    files: AttachmentService, record: AttachmentRecord, expires: int, inline: bool
+) -> Response:
+    size, chunks = await files.open(record)
+    attachment = record.attachment
+    media_type = attachment.mime_type
+    if media_types.is_text_like(media_type):
+        media_type += "; charset=utf-8"
+    cache = max(0, min(MAX_CACHE_SECONDS, expires - int(time.time())))
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": content_disposition(
+            "inline" if inline else "attachment", attachment.name
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": SANDBOX,
+        # Private: a shared cache must not keep one user's file for another.
+        "Cache-Control": f"private, max-age={cache}",
+        # The frontend usually runs on another origin, and its `<img>` must load this.
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
+    return StreamingResponse(chunks, media_type=media_type, headers=headers)
+
+
+@router.get("/{attachment_id}/content", summary="An attachment's bytes (signed link)")
+async def content(
+    attachment_id: str, files: AttachmentsDep, exp: str = "", sig: str = ""
+) -> Response:
+    record = await _linked(files, "content", attachment_id, exp, sig)
+    # Images show in the page; anything else is downloaded, never rendered.
+    inline = media_types.is_image(record.attachment.mime_type)
+    return await _serve(files, record, int(exp), inline)
+
+
+@router.get("/{attachment_id}/preview", summary="An image attachment's preview (signed link)")
+async def preview(
+    attachment_id: str, files: AttachmentsDep, exp: str = "", sig: str = ""
+) -> Response:
+    record = await _linked(files, "preview", attachment_id, exp, sig)
+    if not media_types.is_image(record.attachment.mime_type):
+        raise NotFound("This attachment has no preview")
+    return await _serve(files, record, int(exp), inline=True)
+
+
+@router.get("/{attachment_id}", summary="The caller's attachment, with fresh signed links")
+async def describe(
+    attachment_id: str, context: ContextDep, limiter: LimiterDep, files: AttachmentsDep
+) -> dict[str, Any]:
+    limiter.admit_request(context)
+    record = await files.records.load(attachment_id, owner_of(context))
+    if record is None:
+        raise NotFound(f"Attachment {attachment_id} not found")
+    attachment = files.links.present(record.attachment, context)
+    base = files.links.base(context)
+    content_url = None
+    if record.uploaded and base is not None:
+        content_url = files.links.url("content", attachment_id, record.owner, base)
+    return {
+        "attachment": attachment.model_dump(
+            mode="json", exclude_none=True, context={"exclude_metadata": True}
+        ),
+        "uploaded": record.uploaded,
+        "size": record.size_bytes,
+        "content_url": content_url,
+    }

@@ -1,0 +1,1 @@
+"""Files in the conversation: storage, signed links, content checks, model input, cleanup."""

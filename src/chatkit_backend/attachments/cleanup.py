@@ -1,0 +1,103 @@
+"""Removing what no message will use: unsent attachments past their TTL, bytes without a
+record, and uploads abandoned halfway. Safe to run from several processes at once."""
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import anyio
+
+from chatkit_backend.attachments.storage import AttachmentStorage
+from chatkit_backend.store.attachments import AttachmentRecords
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    unsent: int  # attachments never sent in a message, record and bytes
+    orphans: int  # bytes whose record is gone (a crash, or threads deleted elsewhere)
+    partial: int  # uploads abandoned halfway
+
+
+async def clean_up(
+    records: AttachmentRecords,
+    storage: AttachmentStorage,
+    unsent_ttl: timedelta,
+    now: datetime | None = None,
+) -> CleanupReport:
+    """One pass; everything it removes is older than `unsent_ttl`."""
+    cutoff = (now or datetime.now(UTC)) - unsent_ttl
+    unsent = 0
+    while ids := await records.delete_unsent(cutoff, BATCH):
+        for attachment_id in ids:
+            await storage.delete(attachment_id)
+        unsent += len(ids)
+    # Bytes are written before their record, so only old bytes can be orphans: the
+    # cutoff keeps this pass away from uploads in progress.
+    orphans = 0
+    batch: list[str] = []
+    async for key in storage.keys_older_than(cutoff):
+        batch.append(key)
+        if len(batch) >= BATCH:
+            orphans += await _delete_orphans(records, storage, batch)
+            batch = []
+    orphans += await _delete_orphans(records, storage, batch)
+    partial = await storage.purge_incomplete(cutoff)
+    return CleanupReport(unsent=unsent, orphans=orphans, partial=partial)
+
+
+async def _delete_orphans(
+    records: AttachmentRecords, storage: AttachmentStorage, keys: list[str]
+) -> int:
+    existing = await records.existing_ids(keys)
+    orphans = [key for key in keys if key not in existing]
+    for key in orphans:
+        await storage.delete(key)
+    return len(orphans)
+
+
+async def clean_up_every(
+    interval: float,
+    records: AttachmentRecords,
+    storage: AttachmentStorage,
+    unsent_ttl: timedelta,
+) -> None:
+    """Run `clean_up` every `interval` seconds until cancelled; failures are logged."""
+    # Workers started together should not all sweep at the same moment.
+    await anyio.sleep(random.uniform(0, min(interval, 60.0)))  # noqa: S311 - not security
+    while True:
+        try:
+            report = await clean_up(records, storage, unsent_ttl)
+        except Exception as exc:
+            logger.warning("attachment cleanup failed: %s", type(exc).__name__)
+        else:
+            if report.unsent or report.orphans or report.partial:
+                logger.info(
+                    "attachment cleanup removed %d unsent, %d orphaned, %d partial",
+                    report.unsent,
+                    report.orphans,
+                    report.partial,
+                )
+        await anyio.sleep(interval)
+
+
+@asynccontextmanager
+async def cleaning(
+    records: AttachmentRecords, storage: AttachmentStorage, interval: float, unsent_ttl: timedelta
+) -> AsyncIterator[None]:
+    """While inside, clean up every `interval` seconds; 0 runs nothing (cron instead)."""
+    if interval <= 0:
+        yield
+        return
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(clean_up_every, interval, records, storage, unsent_ttl)
+        try:
+            yield
+        finally:
+            tasks.cancel_scope.cancel()
