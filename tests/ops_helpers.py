@@ -1,5 +1,6 @@
 """Helpers for the operations tests: an app with its state, and a metric reader."""
 
+import asyncio
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -8,10 +9,15 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from chatkit_backend.app import create_app
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.engine import create_engine
+from chatkit_backend.store.tables import ThreadRow
 from tests.sse import user_input
+
+THREADS = ThreadRow.__table__  # type: ignore[attr-defined]
 
 
 @asynccontextmanager
@@ -40,6 +46,28 @@ def body(type: str, **params: Any) -> dict[str, Any]:
 
 def message(thread_id: str, text: str = "again") -> dict[str, Any]:
     return body("threads.add_user_message", thread_id=thread_id, input=user_input(text))
+
+
+async def lease_of(database_url: str, thread_id: str) -> str | None:
+    """The token of the answer lease on a thread, or None while it is free."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(THREADS.c.answer_lease_token).where(THREADS.c.id == thread_id)
+            token: str | None = (await conn.execute(query)).scalar_one_or_none()
+            return token
+    finally:
+        await engine.dispose()
+
+
+async def wait_for_lease(
+    database_url: str, thread_id: str, held: bool, seconds: float = 10
+) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if (await lease_of(database_url, thread_id) is not None) == held:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the lease of {thread_id} never became {'held' if held else 'free'}")
 
 
 def metric(text: str, name: str, **labels: str) -> float:

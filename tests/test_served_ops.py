@@ -1,5 +1,5 @@
-"""Real `chatkit-backend serve` processes: SIGTERM mid-stream, a PostgreSQL restart under
-a running server, and metrics with several workers."""
+"""Real `chatkit-backend serve` processes: SIGTERM mid-stream, one answer per thread
+across two processes on PostgreSQL, and a PostgreSQL restart under a running server."""
 
 import tempfile
 import threading
@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from chatkit_backend.migrations import upgrade_to_head
+from tests.databases import fresh_postgres_database, require_postgres
 from tests.ops_helpers import metric
 from tests.served_helpers import post, read_events, rest_of, served, throwaway_postgres
 from tests.server_process import CLI, run_cli
@@ -109,6 +110,64 @@ def test_sigterm_lets_a_stream_finish_within_the_grace(tmp_path: Path) -> None:
     assert "Set LLM_PROVIDER" in answer_text(seen)  # the whole answer
 
 
+# ---- one answer per thread, across processes ----
+
+
+def test_a_busy_thread_is_409_from_another_process_on_postgres() -> None:
+    require_postgres()
+    with fresh_postgres_database() as url:
+        upgrade_to_head(url)
+        env = _env(url, OFFLINE_TOKEN_DELAY_MS="30")
+        with served(env) as first, served(env) as second:
+            thread_id = _create(first.base_url, "hi")
+            with httpx.Client(base_url=first.base_url, timeout=30) as http:
+                # Ends normally: the lease is released at the end.
+                with http.stream("POST", "/chatkit", json=_stream_body(thread_id, "one")) as r:
+                    # Keep the iterator: dropping it would close the connection.
+                    lines = r.iter_lines()
+                    read_events(lines, until=1)
+                    busy = post(
+                        second.base_url,
+                        "threads.add_user_message",
+                        thread_id=thread_id,
+                        input=user_input("x"),
+                    )
+                    assert_envelope(busy, 409, "thread_busy")
+                    rest_of(lines)
+                done = post(
+                    second.base_url,
+                    "threads.add_user_message",
+                    thread_id=thread_id,
+                    input=user_input("two"),
+                )
+                assert '"two"' in answer_text(parse_events(done.text))
+
+                # Ends by the client leaving: released too, within moments.
+                with http.stream("POST", "/chatkit", json=_stream_body(thread_id, "three")) as r:
+                    lines = r.iter_lines()
+                    read_events(lines, until=2)
+                    busy = post(
+                        second.base_url,
+                        "threads.add_user_message",
+                        thread_id=thread_id,
+                        input=user_input("x"),
+                    )
+                    assert_envelope(busy, 409, "thread_busy")
+                released_at = time.monotonic()
+                while True:
+                    again = post(
+                        second.base_url,
+                        "threads.add_user_message",
+                        thread_id=thread_id,
+                        input=user_input("four"),
+                    )
+                    if again.status_code != 409:
+                        break
+                    assert time.monotonic() - released_at < 5, "the lease was not released"
+                    time.sleep(0.05)
+                assert '"four"' in answer_text(parse_events(again.text))
+
+
 # ---- the database goes away and comes back ----
 
 
@@ -150,12 +209,19 @@ def test_a_postgres_restart_fails_requests_cleanly_and_the_server_recovers() -> 
                 time.sleep(0.05)
             recovered_in = time.monotonic() - back
             assert post(server.base_url, "threads.list").status_code == 200
-            after = post(
-                server.base_url,
-                "threads.add_user_message",
-                thread_id=thread_id,
-                input=user_input("after"),
-            )
+            # The stream cut by the outage could not free its thread while the database
+            # was away; the release is retried each second once it is back.
+            while True:
+                after = post(
+                    server.base_url,
+                    "threads.add_user_message",
+                    thread_id=thread_id,
+                    input=user_input("after"),
+                )
+                if after.status_code != 409:
+                    break
+                assert time.monotonic() - back < 5, "the thread stayed locked"
+                time.sleep(0.1)
             assert '"after"' in answer_text(parse_events(after.text))
             # Connections lost in the restart were handed back, not leaked (the gauge is
             # sampled each second).

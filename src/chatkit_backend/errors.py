@@ -105,6 +105,18 @@ class AuthUnavailable(RequestError):
     code = "auth_unavailable"
 
 
+class ThreadBusy(RequestError):
+    """The thread is still answering an earlier message; one answer at a time."""
+
+    status = 409
+    code = "thread_busy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        # A stopped answer frees its thread within moments: a hint for scripted clients.
+        self.headers["Retry-After"] = "1"
+
+
 class Unavailable(RequestError):
     """The server cannot take this now (shutting down, database away); retry shortly."""
 

@@ -26,6 +26,7 @@ router = APIRouter()
         401: {"description": "Missing, malformed, expired or wrongly signed bearer token"},
         403: {"description": "The caller's role may not send this type"},
         404: {"description": "Unknown thread, item or attachment"},
+        409: {"description": "The thread is still answering an earlier message"},
         413: {"description": "Body over the configured limit"},
         429: {"description": "Over the request rate or concurrent-stream limit"},
         503: {"description": "Shutting down, or the database is not answering"},
@@ -53,7 +54,7 @@ async def chatkit_endpoint(
     authorize(chatkit_request.type, context.role)
     await checker.check(chatkit_request, context)
     if is_streaming_req(chatkit_request):
-        # Then 503 while shutting down, 429 for stream slots.
+        # Then 503 while shutting down, 429 for stream slots, 409 for a busy thread.
         return await start_stream(request, chatkit_request, context, server, limiter)
     result = await server.handle(chatkit_request, context)
     assert isinstance(result, NonStreamingResult)

@@ -1,4 +1,4 @@
-"""Operations wiring: request tracking, metrics, graceful shutdown."""
+"""Operations wiring: request tracking, metrics, answer locks, graceful shutdown."""
 
 import asyncio
 import contextlib
@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chatkit_backend.answering import AnswerLocks
 from chatkit_backend.api.metrics import router as metrics_router
 from chatkit_backend.api.observability import RequestTracking
 from chatkit_backend.ops.metrics import process_exiting, watch_pool
 from chatkit_backend.ops.shutdown import Drain
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.leases import ThreadLeases
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 def install_operations(app: FastAPI, settings: Settings, engine: AsyncEngine) -> None:
     """Shared state on `app.state`, the /metrics route, and the outermost middleware."""
     app.state.drain = Drain(settings.shutdown_grace_seconds)
+    app.state.answer_locks = AnswerLocks(ThreadLeases(engine))
     if settings.metrics_enabled:
         app.include_router(metrics_router)
         if settings.env == "production" and settings.metrics_token is None:

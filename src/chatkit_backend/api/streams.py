@@ -6,6 +6,7 @@ from chatkit.server import StreamingResult
 from chatkit.types import ChatKitReq
 from fastapi import Request
 
+from chatkit_backend.answering import AnswerLock, AnswerLocks
 from chatkit_backend.api.streaming import EventStreamResponse
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import Unavailable
@@ -20,15 +21,30 @@ THREAD_CREATED = b'data: {"type":"thread.created"'
 
 
 class AnswerStream:
-    """The stream's hooks: note a new thread's id, count metrics, release the slot."""
+    """The stream's hooks: claim a new thread, count metrics, release what it held."""
 
-    def __init__(self, chatkit_type: str, slot: StreamLease) -> None:
+    def __init__(
+        self,
+        chatkit_type: str,
+        context: RequestContext,
+        locks: AnswerLocks,
+        lock: AnswerLock | None,
+        slot: StreamLease,
+    ) -> None:
+        self.context = context
+        self.locks = locks
+        self.lock = lock
         self.slot = slot
         self.observer = StreamObserver(chatkit_type)
 
     async def frame(self, frame: bytes) -> None:
-        if frame.startswith(THREAD_CREATED) and (info := current()) is not None:
-            info.thread_id = json.loads(frame.removeprefix(b"data: "))["thread"]["id"]
+        if self.lock is None and frame.startswith(THREAD_CREATED):
+            # A new thread's id is known once the SDK has stored it; take its lease
+            # before anyone can learn the id from this frame and send to it.
+            thread_id = json.loads(frame.removeprefix(b"data: "))["thread"]["id"]
+            if (info := current()) is not None:
+                info.thread_id = thread_id
+            self.lock = await self.locks.acquire(thread_id, self.context)
         self.observer.frame(frame)
 
     async def closed(self, outcome: str) -> None:
@@ -36,6 +52,8 @@ class AnswerStream:
         if (info := current()) is not None:
             info.outcome = outcome
         self.observer.ended(outcome)
+        if self.lock is not None:
+            await self.lock.release()
 
 
 async def start_stream(
@@ -45,21 +63,29 @@ async def start_stream(
     server: ChatServer,
     limiter: Limiter,
 ) -> EventStreamResponse:
-    """Refuse (503 draining, 429 slots) before any byte; then stream."""
+    """Refuse (503 draining, 429 slots, 409 busy thread) before any byte; then stream."""
     settings: Settings = request.app.state.settings
     drain: Drain = request.app.state.drain
+    locks: AnswerLocks = request.app.state.answer_locks
     if drain.draining:
         raise Unavailable("The server is restarting; try again in a moment", "shutting_down")
     slot = limiter.open_stream(context)
+    lock: AnswerLock | None = None
     try:
+        thread_id = getattr(chatkit_request.params, "thread_id", None)
+        if isinstance(thread_id, str):
+            lock = await locks.acquire(thread_id, context)
         result = await server.handle(chatkit_request, context)
     except BaseException:
         slot.release()
+        if lock is not None:
+            await lock.release()
         raise
     assert isinstance(result, StreamingResult)
+    hooks = AnswerStream(chatkit_request.type, context, locks, lock, slot)
     return EventStreamResponse(
         result.json_events,
-        hooks=AnswerStream(chatkit_request.type, slot),
+        hooks=hooks,
         keepalive_seconds=settings.sse_keepalive_seconds,
         drain=drain,
     )

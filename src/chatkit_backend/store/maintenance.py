@@ -6,9 +6,9 @@ store code that reads without an owner, because the operator is not a ChatKit us
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import Table, and_, delete, exists, func, select
+from sqlalchemy import Table, and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chatkit_backend.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow, UsageRow
@@ -94,6 +94,11 @@ class Maintenance:
         idle = and_(
             THREADS.c.updated_at < cutoff,
             ~recent_item,
+            # Never under an answer in progress.
+            or_(
+                THREADS.c.answer_lease_until.is_(None),
+                THREADS.c.answer_lease_until < datetime.now(UTC),
+            ),
         )
         if tenant_id is not None:
             idle = and_(idle, THREADS.c.tenant_id == tenant_id)

@@ -31,6 +31,12 @@ class ThreadRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
     updated_at: datetime = Field(sa_column=_utc_column())
     data: str = Field(sa_column=Column(Text, nullable=False))
+    # The lease of the answer in progress (store/leases.py): who holds it, and until
+    # when; both NULL when the thread is not answering.
+    answer_lease_token: str | None = Field(default=None, max_length=64)
+    answer_lease_until: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class ItemRow(SQLModel, table=True):
