@@ -7,7 +7,16 @@ from typing import Any, Literal, TypeVar
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, FeedbackKind, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, Select, Table, and_, delete, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    delete,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import RequestContext
@@ -32,6 +41,23 @@ T = TypeVar("T")
 
 def _owned(table: Table, context: RequestContext) -> ColumnElement[bool]:
     return and_(table.c.tenant_id == context.tenant_id, table.c.user_id == context.user_id)
+
+
+def _in_thread(dialect: str, thread_id: str, context: RequestContext) -> ColumnElement[bool]:
+    """The owner's items of one thread, for queries that page by `seq`.
+
+    Without statistics SQLite paged a thread after an anchor through `ix_items_owner`
+    (tenant, user, then rowid = `seq` as a range), reading every later item of the
+    user: 100 ms on a 100-item thread among a million items. The unary `+` keeps the
+    owner columns out of index choice there, so `ix_items_thread_seq` serves the page.
+    """
+    if dialect != "sqlite":
+        return and_(ITEMS.c.thread_id == thread_id, _owned(ITEMS, context))
+    tenant = literal_column("+items.tenant_id", ITEMS.c.tenant_id.type)
+    user = literal_column("+items.user_id", ITEMS.c.user_id.type)
+    return and_(
+        ITEMS.c.thread_id == thread_id, tenant == context.tenant_id, user == context.user_id
+    )
 
 
 def _order(value: str) -> Order:
@@ -147,7 +173,7 @@ class SQLStore(Store[RequestContext]):
         order: str,
         context: RequestContext,
     ) -> Page[ThreadItem]:
-        in_thread = and_(ITEMS.c.thread_id == thread_id, _owned(ITEMS, context))
+        in_thread = _in_thread(self._dialect, thread_id, context)
         query = select(ITEMS.c.id, ITEMS.c.data).where(in_thread)
         anchor = None
         if after is not None:
