@@ -162,6 +162,7 @@ class Bench:
         workers: int = 1,
         floor_env: dict[str, str] | None = None,
         url: str | None = None,
+        user: str = "local",
     ) -> Iterator[tuple[procs.Server, str | None]]:
         """Start the contender; yield (server, PostgreSQL database name or None)."""
         port = procs.free_port()
@@ -177,7 +178,8 @@ class Bench:
             ):
                 command = [procs.CLI, "serve", "--host", "127.0.0.1", "--port", str(port)]
                 command += ["--workers", str(workers)]
-                with procs.running(label, command, self.ours_env(db_url), logs, port) as server:
+                env = self.ours_env(db_url, LOCAL_USER_ID=user)
+                with procs.running(label, command, env, logs, port) as server:
                     yield server, pg_name
             return
         if contender.kind == "reference":
@@ -323,49 +325,24 @@ class Bench:
         results: dict[str, Any] = {}
         for db in ("sqlite", "postgres") if self.postgres else ("sqlite",):
             label = f"scale-{db}"
-            print(f"  {label}", flush=True)
+            print(f"  {label}: filling to {cfg['total_items']:,} items", flush=True)
             contender = OURS_SQLITE if db == "sqlite" else OURS_POSTGRES
             with self.database(db, label) as (url, _):
-                small = _scale_step({"step": "fill_small", "url": url, **cfg})
-                small_thread = "thr_" + "0" * 32
-                repeat = cfg["repeat"]
-                with self.serving(contender, f"{label}-small", url=url) as (server, _):
-                    before = _scale_step(
+                filled = _scale_step({"step": "fill", "url": url, **cfg})
+                # One server per user (AUTH_MODE=none serves one local user).
+                with (
+                    self.serving(contender, f"{label}-small", url=url, user="small") as (small, _),
+                    self.serving(contender, f"{label}-big", url=url, user="local") as (big, _),
+                ):
+                    measured = _scale_step(
                         {
                             "step": "measure",
                             "url": url,
-                            "thread_id": small_thread,
-                            "repeat": repeat,
-                            "port": server.port,
+                            "repeat": cfg["repeat"],
+                            "ports": {"small": small.port, "local": big.port},
                         }
                     )
-                print(f"    filling to {cfg['total_items']:,} items", flush=True)
-                big = _scale_step({"step": "fill_big", "url": url, "small": small, **cfg})
-                with self.serving(contender, f"{label}-big", url=url) as (server, _):
-                    after_big = _scale_step(
-                        {
-                            "step": "measure",
-                            "url": url,
-                            "thread_id": big["big_thread"],
-                            "repeat": repeat,
-                            "port": server.port,
-                        }
-                    )
-                    after_small = _scale_step(
-                        {
-                            "step": "measure",
-                            "url": url,
-                            "thread_id": small_thread,
-                            "repeat": repeat,
-                            "port": server.port,
-                        }
-                    )
-            results[db] = {
-                "fill": big,
-                "small_world": before,
-                "big_world_big_thread": after_big,
-                "big_world_small_thread": after_small,
-            }
+            results[db] = {"fill": filled, **measured}
         return {"config": cfg, "results": results}
 
     # --- all --------------------------------------------------------------------

@@ -52,7 +52,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "interval": 0.1,
             "ramp": 5.0,
         },
-        "scaleout": {"users": 150, "threads": 1, "turns": 3, "tokens": 200, "interval": 0.005},
+        "scaleout": {"users": 40, "threads": 1, "turns": 5, "tokens": 200, "interval": 0.0},
         "scale": {
             "small_threads": 10,
             "small_items": 100,
@@ -81,7 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "interval": 0.1,
             "ramp": 5.0,
         },
-        "scaleout": {"users": 150, "threads": 1, "turns": 5, "tokens": 200, "interval": 0.005},
+        "scaleout": {"users": 40, "threads": 2, "turns": 5, "tokens": 200, "interval": 0.0},
         "scale": {
             "small_threads": 10,
             "small_items": 100,

@@ -330,23 +330,24 @@ def render(results: dict[str, Any]) -> str:
                     ]
                 )
         parts.append(
-            f"**Scale**: p50 ms of each call, in a small store ({cfg['small_threads']} "
-            f"threads, a {cfg['small_items']}-item thread) and after filling it to "
-            f"{cfg['threads']:,} threads for the user, one thread of {cfg['big_items']:,} "
-            f"items, {cfg['total_items']:,} items in all (on that big thread, and on the "
-            "small thread again). list: first page of 20; list_deep: a page from the middle "
-            "of the list; get: the thread and its first 20 items; history: the newest 30 "
-            "items; page_deep: 20 items from the middle of the thread.\n\n"
+            f"**Scale**: p50 ms of each call, for a user with {cfg['small_threads']} threads "
+            f"on its {cfg['small_items']}-item thread (small), and for a user with "
+            f"{cfg['threads']:,} threads on its {cfg['big_items']:,}-item thread (big) and on "
+            f"its {cfg['small_items']}-item thread (big user, small thread); "
+            f"{cfg['total_items']:,} items in the store. Calls interleaved, {cfg['repeat']} "
+            "of each. list: first page of 20 threads; list_deep: 20 threads after one in the "
+            "middle of the list; get: the thread and its first 20 items; history: the newest "
+            "30 items; page_deep: 20 items after one in the middle of the thread.\n\n"
             + _table(
                 [
                     "db",
                     "call",
                     "store: small",
-                    "store: big thread",
-                    "store: small thread, big store",
+                    "store: big",
+                    "store: big user, small thread",
                     "HTTP: small",
-                    "HTTP: big thread",
-                    "HTTP: small thread, big store",
+                    "HTTP: big",
+                    "HTTP: big user, small thread",
                 ],
                 rows,
             )

@@ -2,18 +2,22 @@
 
     python -m bench.scale '<json config>'   # prints one JSON result on stdout
 
-On a migrated database it first writes a small world (the local user with a few
-threads, one of them `small_items` items long) and times the calls a client makes;
-then fills the store, by bulk SQL through the project's own tables, to the big world
-(`threads` threads for the same user, one thread of `big_items` items, `total_items`
-items in all) and times the same calls again, on the big thread and on the small one.
+`fill` writes, by bulk SQL through the project's own tables, two users into one
+migrated database:
+- `small`: `small_threads` threads, one of them `small_items` items long;
+- `local`: `threads` threads, one of `big_items` items and one of `small_items`,
+  the rest sharing what is left of `total_items` (the items of all threads).
 
-Each call is timed directly on the store (`SQLStore`, as the server uses it) and over
-HTTP, against `chatkit-backend serve` on the same database:
-- list: `load_threads` / `threads.list`, the first page and one deep in the list;
+`measure` then times the calls a client makes, for the small user on its small thread
+("small world") and for the big user on its big thread and on its small one; the
+calls of the three are interleaved, so a busy machine slows them alike and the ratios
+hold. Each call is timed directly on the store (`SQLStore`, as the server uses it) and
+over HTTP, against two `chatkit-backend serve` processes on the database, one per user:
+- list: `load_threads` / `threads.list`, the first page of 20;
+- list_deep: the same, 20 threads after one in the middle of the user's list;
 - get: `load_thread` + the first page of items / `threads.get_by_id`;
 - history: the newest 30 items (`load_thread_items(..., "desc")`) / `items.list` desc;
-- page: 20 items after one in the middle of the thread / `items.list` with `after`.
+- page_deep: 20 items after one in the middle of the thread / `items.list` with `after`.
 """
 
 import asyncio
@@ -40,15 +44,28 @@ from chatkit_backend.context import RequestContext
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.sql_store import ITEMS, THREADS, SQLStore
 
-USER = RequestContext(user_id="local", tenant_id="local", role="member")
+TENANT = "local"
+SMALL_USER = "small"
+BIG_USER = "local"  # the server's local user under AUTH_MODE=none
 BATCH = 5000
 ROUNDS = 100  # items are written in rounds, so threads' items interleave as in real use
 HISTORY = 30
 PAGE = 20
+CALLS = ("list", "list_deep", "get", "history", "page_deep")
+# (name in the results, user, which of the user's threads)
+WORLDS = (
+    ("small_world", SMALL_USER, "small"),
+    ("big_world_big_thread", BIG_USER, "big"),
+    ("big_world_small_thread", BIG_USER, "small"),
+)
 
 
-def _thread_id(n: int) -> str:
-    return f"thr_{n:032x}"
+def context(user: str) -> RequestContext:
+    return RequestContext(user_id=user, tenant_id=TENANT, role="member")
+
+
+def thread_id(user: str, n: int) -> str:
+    return f"thr_{user[:5]:_<5}{n:027x}"
 
 
 def _item_id(n: int) -> str:
@@ -80,48 +97,45 @@ class Templates:
         ).model_dump_json()
 
 
-def _thread_rows(first: int, count: int, t: Templates) -> list[dict[str, Any]]:
+def _thread_rows(user: str, count: int, t: Templates) -> Iterator[dict[str, Any]]:
     now = datetime.now(UTC)
-    return [
-        {
-            "id": _thread_id(n),
-            "tenant_id": USER.tenant_id,
-            "user_id": USER.user_id,
+    for n in range(count):
+        yield {
+            "id": thread_id(user, n),
+            "tenant_id": TENANT,
+            "user_id": user,
             "created_at": now,
             "updated_at": now,
-            "data": t.thread.replace("THREAD", _thread_id(n)),
+            "data": t.thread.replace("THREAD", thread_id(user, n)),
         }
-        for n in range(first, first + count)
-    ]
 
 
-def _item_rows(
-    targets: dict[int, int], done: dict[int, int], first_item: int, t: Templates
-) -> Iterator[dict[str, Any]]:
-    """Items for each thread up to its target, round by round, user and answer in turn."""
+def _item_rows(targets: dict[tuple[str, int], int], t: Templates) -> Iterator[dict[str, Any]]:
+    """Items for each (user, thread) up to its target, round by round, question and
+    answer in turn."""
     now = datetime.now(UTC)
-    n = first_item
+    done = dict.fromkeys(targets, 0)
+    n = 0
     for r in range(ROUNDS):
-        for thread, target in targets.items():
-            want = target * (r + 1) // ROUNDS - done[thread]
-            for _ in range(want):
-                kind = "user_message" if done[thread] % 2 == 0 else "assistant_message"
+        for (user, thread), target in targets.items():
+            for _ in range(target * (r + 1) // ROUNDS - done[(user, thread)]):
+                kind = "user_message" if done[(user, thread)] % 2 == 0 else "assistant_message"
                 template = t.user if kind == "user_message" else t.assistant
-                thread_id = _thread_id(thread)
+                tid = thread_id(user, thread)
                 yield {
                     "id": _item_id(n),
-                    "thread_id": thread_id,
-                    "tenant_id": USER.tenant_id,
-                    "user_id": USER.user_id,
+                    "thread_id": tid,
+                    "tenant_id": TENANT,
+                    "user_id": user,
                     "type": kind,
                     "created_at": now,
-                    "data": template.replace("ITEM", _item_id(n)).replace("THREAD", thread_id),
+                    "data": template.replace("ITEM", _item_id(n)).replace("THREAD", tid),
                 }
-                done[thread] += 1
+                done[(user, thread)] += 1
                 n += 1
 
 
-async def _insert(store: SQLStore, table: Table, rows: Iterator[dict[str, Any]] | list[Any]) -> int:
+async def _insert(store: SQLStore, table: Table, rows: Iterator[dict[str, Any]]) -> int:
     """Bulk insert: COPY on PostgreSQL, executemany batches on SQLite."""
     count = 0
     batch: list[dict[str, Any]] = []
@@ -135,7 +149,7 @@ async def _insert(store: SQLStore, table: Table, rows: Iterator[dict[str, Any]] 
                 columns = list(batch[0])
                 await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
                     table.name,
-                    records=[tuple(r[c] for c in columns) for r in batch],
+                    records=[tuple(row[c] for c in columns) for row in batch],
                     columns=columns,
                 )
             else:
@@ -151,58 +165,143 @@ async def _insert(store: SQLStore, table: Table, rows: Iterator[dict[str, Any]] 
     return count
 
 
-async def _time(call: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, float]:
-    for _ in range(max(3, repeat // 10)):
-        await call()
-    samples = []
+async def fill(url: str, config: dict[str, Any]) -> dict[str, Any]:
+    engine = create_engine(url)
+    store = SQLStore(engine)
+    t = Templates()
+    started = time.perf_counter()
+    try:
+        small_threads, threads = int(config["small_threads"]), int(config["threads"])
+        small_items, big_items = int(config["small_items"]), int(config["big_items"])
+        await _insert(store, THREADS, _thread_rows(SMALL_USER, small_threads, t))
+        await _insert(store, THREADS, _thread_rows(BIG_USER, threads, t))
+        # Thread 0 of each user is its long one, thread 1 of the big user its short one.
+        targets = {(SMALL_USER, 0): small_items}
+        targets |= {(SMALL_USER, n): 10 for n in range(1, small_threads)}
+        targets |= {(BIG_USER, 0): big_items, (BIG_USER, 1): small_items}
+        rest = int(config["total_items"]) - sum(targets.values())
+        others = range(2, threads)
+        for k, n in enumerate(others):
+            targets[(BIG_USER, n)] = rest // len(others) + (1 if k < rest % len(others) else 0)
+        items = await _insert(store, ITEMS, _item_rows(targets, t))
+        if engine.dialect.name == "postgresql":
+            # What autovacuum does shortly after a bulk load.
+            async with engine.connect() as conn:
+                await conn.execute(text("ANALYZE"))
+                await conn.commit()
+        return {
+            "threads": small_threads + threads,
+            "items": items,
+            "fill_s": round(time.perf_counter() - started, 1),
+        }
+    finally:
+        await engine.dispose()
+
+
+def _summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 3),
+    }
+
+
+async def _interleaved(
+    calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]], repeat: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Time every call `repeat` times, taking them in turn; p50/p99 by world and call."""
+    for call in calls.values():
+        for _ in range(3):
+            await call()
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     for _ in range(repeat):
-        started = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - started)
-    samples.sort()
-    return {
-        "p50_ms": round(statistics.median(samples) * 1000, 3),
-        "p99_ms": round(samples[min(len(samples) - 1, int(0.99 * len(samples)))] * 1000, 3),
-    }
+        for key, call in calls.items():
+            started = time.perf_counter()
+            await call()
+            samples[key].append(time.perf_counter() - started)
+    result: dict[str, dict[str, dict[str, float]]] = {}
+    for (world, call_name), values in samples.items():
+        result.setdefault(world, {})[call_name] = _summary(values)
+    return result
 
 
-async def _direct(
-    store: SQLStore, thread_id: str, deep_thread: str | None, deep_item: str | None, repeat: int
-) -> dict[str, dict[str, float]]:
-    async def list_first() -> None:
-        await store.load_threads(PAGE, None, "desc", USER)
+async def _targets(store: SQLStore) -> dict[str, dict[str, str]]:
+    """Per world: its thread, a thread in the middle of its user's list, and an item in
+    the middle of its thread."""
+    found = {}
+    async with store.engine.connect() as conn:
+        for world, user, which in WORLDS:
+            tid = thread_id(user, 0 if which == "big" or user == SMALL_USER else 1)
+            count = (
+                await conn.execute(
+                    text("SELECT count(*) FROM threads WHERE tenant_id = :t AND user_id = :u"),
+                    {"t": TENANT, "u": user},
+                )
+            ).scalar_one()
+            deep_thread = thread_id(user, count // 2)
+            items = (
+                await conn.execute(
+                    text("SELECT count(*) FROM items WHERE thread_id = :t"), {"t": tid}
+                )
+            ).scalar_one()
+            deep_item = (
+                await conn.execute(
+                    text(
+                        "SELECT id FROM items WHERE thread_id = :t ORDER BY seq LIMIT 1 OFFSET :o"
+                    ),
+                    {"t": tid, "o": (items - PAGE) // 2},
+                )
+            ).scalar_one()
+            found[world] = {
+                "user": user,
+                "thread": tid,
+                "deep_thread": deep_thread,
+                "deep_item": str(deep_item),
+            }
+    return found
 
-    async def list_deep() -> None:
-        await store.load_threads(PAGE, deep_thread, "desc", USER)
 
-    async def get() -> None:
-        # What threads.get_by_id does: the thread and the first page of its items.
-        await store.load_thread(thread_id, USER)
-        await store.load_thread_items(thread_id, None, PAGE, "asc", USER)
+def _direct_calls(
+    store: SQLStore, targets: dict[str, dict[str, str]]
+) -> dict[tuple[str, str], Callable[[], Awaitable[Any]]]:
+    calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {}
+    for world, target in targets.items():
+        ctx = context(target["user"])
+        tid, deep_thread, deep_item = target["thread"], target["deep_thread"], target["deep_item"]
 
-    async def history() -> None:
-        page = await store.load_thread_items(thread_id, None, HISTORY, "desc", USER)
-        assert len(page.data) == HISTORY
+        async def list_first(ctx: RequestContext = ctx) -> None:
+            await store.load_threads(PAGE, None, "desc", ctx)
 
-    async def page_deep() -> None:
-        page = await store.load_thread_items(thread_id, deep_item, PAGE, "asc", USER)
-        assert len(page.data) == PAGE
+        async def list_deep(ctx: RequestContext = ctx, after: str = deep_thread) -> None:
+            page = await store.load_threads(PAGE, after, "desc", ctx)
+            assert page.data
 
-    return {
-        "list": await _time(list_first, repeat),
-        "list_deep": await _time(list_deep, repeat),
-        "get": await _time(get, repeat),
-        "history": await _time(history, repeat),
-        "page_deep": await _time(page_deep, repeat),
-    }
+        async def get(ctx: RequestContext = ctx, tid: str = tid) -> None:
+            # What threads.get_by_id does: the thread and the first page of its items.
+            await store.load_thread(tid, ctx)
+            await store.load_thread_items(tid, None, PAGE, "asc", ctx)
+
+        async def history(ctx: RequestContext = ctx, tid: str = tid) -> None:
+            page = await store.load_thread_items(tid, None, HISTORY, "desc", ctx)
+            assert len(page.data) == HISTORY
+
+        async def page_deep(
+            ctx: RequestContext = ctx, tid: str = tid, after: str = deep_item
+        ) -> None:
+            page = await store.load_thread_items(tid, after, PAGE, "asc", ctx)
+            assert len(page.data) == PAGE
+
+        for name, call in zip(CALLS, (list_first, list_deep, get, history, page_deep), strict=True):
+            calls[(world, name)] = call
+    return calls
 
 
-async def _http(
-    port: int, thread_id: str, deep_thread: str | None, deep_item: str | None, repeat: int
-) -> dict[str, dict[str, float]]:
-    conn = Connection("127.0.0.1", port)
+def _http_calls(
+    connections: dict[str, Connection], targets: dict[str, dict[str, str]]
+) -> dict[tuple[str, str], Callable[[], Awaitable[Any]]]:
+    calls: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {}
 
-    def call(kind: str, **params: Any) -> Callable[[], Awaitable[None]]:
+    def call(conn: Connection, kind: str, **params: Any) -> Callable[[], Awaitable[None]]:
         body = json.dumps({"type": kind, "params": params}).encode()
 
         async def send() -> None:
@@ -212,118 +311,50 @@ async def _http(
 
         return send
 
-    try:
-        return {
-            "list": await _time(call("threads.list", limit=PAGE, order="desc"), repeat),
-            "list_deep": await _time(
-                call("threads.list", limit=PAGE, order="desc", after=deep_thread), repeat
-            ),
-            "get": await _time(call("threads.get_by_id", thread_id=thread_id), repeat),
-            "history": await _time(
-                call("items.list", thread_id=thread_id, limit=HISTORY, order="desc"), repeat
-            ),
-            "page_deep": await _time(
-                call("items.list", thread_id=thread_id, limit=PAGE, order="asc", after=deep_item),
-                repeat,
-            ),
-        }
-    finally:
-        conn.close()
+    for world, target in targets.items():
+        conn = connections[target["user"]]
+        tid = target["thread"]
+        calls[(world, "list")] = call(conn, "threads.list", limit=PAGE, order="desc")
+        calls[(world, "list_deep")] = call(
+            conn, "threads.list", limit=PAGE, order="desc", after=target["deep_thread"]
+        )
+        calls[(world, "get")] = call(conn, "threads.get_by_id", thread_id=tid)
+        calls[(world, "history")] = call(
+            conn, "items.list", thread_id=tid, limit=HISTORY, order="desc"
+        )
+        calls[(world, "page_deep")] = call(
+            conn, "items.list", thread_id=tid, limit=PAGE, order="asc", after=target["deep_item"]
+        )
+    return calls
 
 
-async def _middle_item(store: SQLStore, thread_id: str) -> str:
-    async with store.engine.connect() as conn:
-        count = (
-            await conn.execute(
-                text("SELECT count(*) FROM items WHERE thread_id = :t"), {"t": thread_id}
-            )
-        ).scalar_one()
-        row = (
-            await conn.execute(
-                text("SELECT id FROM items WHERE thread_id = :t ORDER BY seq LIMIT 1 OFFSET :o"),
-                {"t": thread_id, "o": (count - PAGE) // 2},
-            )
-        ).scalar_one()
-    return str(row)
-
-
-async def fill_small(url: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The small world: `small_threads` threads, thread 0 with `small_items` items."""
-    engine = create_engine(url)
-    store = SQLStore(engine)
-    t = Templates()
-    try:
-        n_threads = int(config["small_threads"])
-        await _insert(store, THREADS, _thread_rows(0, n_threads, t))
-        targets = {0: int(config["small_items"])} | {i: 10 for i in range(1, n_threads)}
-        done = dict.fromkeys(targets, 0)
-        items = await _insert(store, ITEMS, _item_rows(targets, done, 0, t))
-        return {"threads": n_threads, "items": items, "next_item": items}
-    finally:
-        await engine.dispose()
-
-
-async def fill_big(url: str, config: dict[str, Any], small: dict[str, Any]) -> dict[str, Any]:
-    """Up to the big world: `threads` threads, one of `big_items`, `total_items` in all."""
-    engine = create_engine(url)
-    store = SQLStore(engine)
-    t = Templates()
-    started = time.perf_counter()
-    try:
-        first, total_threads = int(small["threads"]), int(config["threads"])
-        await _insert(store, THREADS, _thread_rows(first, total_threads - first, t))
-        big = first  # the first new thread is the big one
-        rest = int(config["total_items"]) - int(small["items"]) - int(config["big_items"])
-        others = list(range(first + 1, total_threads))
-        targets = {big: int(config["big_items"])}
-        for k, thread in enumerate(others):
-            targets[thread] = rest // len(others) + (1 if k < rest % len(others) else 0)
-        done = dict.fromkeys(targets, 0)
-        items = await _insert(store, ITEMS, _item_rows(targets, done, int(small["next_item"]), t))
-        if engine.dialect.name == "postgresql":
-            # What autovacuum does shortly after a bulk load.
-            async with engine.connect() as conn:
-                await conn.execute(text("ANALYZE"))
-                await conn.commit()
-        return {
-            "threads": total_threads,
-            "big_thread": _thread_id(big),
-            "items_added": items,
-            "fill_s": round(time.perf_counter() - started, 1),
-        }
-    finally:
-        await engine.dispose()
-
-
-async def measure(url: str, thread_id: str, repeat: int, port: int | None) -> dict[str, Any]:
+async def measure(url: str, repeat: int, ports: dict[str, int] | None) -> dict[str, Any]:
     engine = create_engine(url)
     store = SQLStore(engine)
     try:
-        deep_item = await _middle_item(store, thread_id)
-        page = await store.load_threads(10_000_000, None, "desc", USER)
-        deep_thread = page.data[len(page.data) // 2].id
-        result: dict[str, Any] = {
-            "direct": await _direct(store, thread_id, deep_thread, deep_item, repeat)
-        }
+        targets = await _targets(store)
+        direct = await _interleaved(_direct_calls(store, targets), repeat)
     finally:
         await engine.dispose()
-    if port is not None:
-        result["http"] = await _http(port, thread_id, deep_thread, deep_item, repeat)
+    result: dict[str, Any] = {world: {"direct": direct[world]} for world, _, _ in WORLDS}
+    if ports:
+        connections = {user: Connection("127.0.0.1", port) for user, port in ports.items()}
+        try:
+            http = await _interleaved(_http_calls(connections, targets), repeat)
+        finally:
+            for conn in connections.values():
+                conn.close()
+        for world, _, _ in WORLDS:
+            result[world]["http"] = http[world]
     return result
 
 
 def main() -> None:
     config = json.loads(sys.argv[1])
-    step = config["step"]
-    url = config["url"]
-    if step == "fill_small":
-        result = asyncio.run(fill_small(url, config))
-    elif step == "fill_big":
-        result = asyncio.run(fill_big(url, config, config["small"]))
+    if config["step"] == "fill":
+        result = asyncio.run(fill(config["url"], config))
     else:
-        result = asyncio.run(
-            measure(url, config["thread_id"], int(config["repeat"]), config.get("port"))
-        )
+        result = asyncio.run(measure(config["url"], int(config["repeat"]), config.get("ports")))
     sys.stdout.write(json.dumps(result) + "\n")
 
 
