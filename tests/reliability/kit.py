@@ -207,3 +207,38 @@ def text_of(item: Event) -> str:
 def summary(item: Event) -> tuple[str, str, str]:
     """What must match between an acknowledged item and the stored one."""
     return (item["id"], item["type"], text_of(item))
+
+
+class Ledger:
+    """What clients sent to each thread, and what the server acknowledged, for tests
+    where acknowledgements can be lost in transit (a killed server, a database outage)."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[str]] = {}
+        self.acknowledged: dict[str, list[tuple[str, str, str]]] = {}
+
+    def record(self, thread_id: str, text: str, turn: Turn) -> None:
+        self.sent.setdefault(thread_id, []).append(text)
+        acknowledged = self.acknowledged.setdefault(thread_id, [])
+        acknowledged += [summary(item) for item in turn.acknowledged]
+
+    async def check_stored(self, http: httpx.AsyncClient, answer: str) -> int:
+        """Every thread loads and holds every acknowledged item, in order, and nothing
+        that nobody sent or the model never said; returns how many items were read."""
+        checked = 0
+        for thread_id, acknowledged in self.acknowledged.items():
+            body = {"type": "threads.get_by_id", "params": {"thread_id": thread_id}}
+            loaded = await http.post("/chatkit", json=body)
+            assert loaded.status_code == 200, loaded.text
+            stored = await all_items(http, thread_id)
+            remaining = iter(summary(item) for item in stored)
+            missing = [item for item in acknowledged if not any(item == s for s in remaining)]
+            assert not missing, (thread_id, missing)
+            for item in stored:
+                if item["type"] == "user_message":
+                    assert text_of(item) in self.sent[thread_id], item
+                else:
+                    assert item["type"] == "assistant_message", item
+                    assert text_of(item) and answer.startswith(text_of(item)), item
+            checked += len(stored)
+        return checked

@@ -1,6 +1,7 @@
 """Real `chatkit-backend serve` processes on fresh PostgreSQL databases, for the
 reliability suite: started, stopped, killed, and their logs checked for crashes."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from chatkit_backend.migrations import upgrade_to_head
 from tests.databases import POSTGRES_ADMIN_URL, fresh_postgres_database
+from tests.ops_helpers import metric
 from tests.server_process import CLI, PROJECT_ROOT, free_port
 
 # Log lines that mean a crash or a leak, whatever the test was doing.
@@ -89,27 +91,50 @@ class Served:
 
 @contextmanager
 def served_on_postgres(tmp_path: Path, fake_base_url: str, **env: str) -> Iterator[Served]:
-    """A migrated fresh PostgreSQL database and a server on it, answering with the fake."""
-    with fresh_postgres_database() as url:
-        settings = {
-            "DATABASE_URL": url,
-            "DATABASE_POOL_SIZE": "5",
-            "LLM_PROVIDER": "openai",
-            "OPENAI_API_KEY": "sk-reliability-" + "0" * 24,
-            "OPENAI_BASE_URL": fake_base_url,
-            "LLM_MODEL": "fake-model",
-            "LLM_TIMEOUT_SECONDS": "1",
-            "TITLES": "false",  # a title is one more model request, which would disturb scripts
-            **env,
-        }
-        upgrade_to_head(url)  # what `chatkit-backend migrate` runs, without a process start
-        served = Served(settings, tmp_path / f"server-{free_port()}.log")
-        served.start()
-        try:
-            yield served
-        finally:
-            served.stop()
-        served.assert_clean_log()
+    """A migrated fresh database on the shared PostgreSQL, and a server on it."""
+    with fresh_postgres_database() as url, served_on(url, tmp_path, fake_base_url, **env) as s:
+        yield s
+
+
+@contextmanager
+def served_on(url: str, tmp_path: Path, fake_base_url: str, **env: str) -> Iterator[Served]:
+    """Migrate the database at `url` and serve on it, answering with the fake model."""
+    settings = {
+        "DATABASE_URL": url,
+        "DATABASE_POOL_SIZE": "5",
+        "LLM_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-reliability-" + "0" * 24,
+        "OPENAI_BASE_URL": fake_base_url,
+        "LLM_MODEL": "fake-model",
+        "LLM_TIMEOUT_SECONDS": "1",
+        "TITLES": "false",  # a title is one more model request, which would disturb scripts
+        **env,
+    }
+    upgrade_to_head(url)  # what `chatkit-backend migrate` runs, without a process start
+    served = Served(settings, tmp_path / f"server-{free_port()}.log")
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+    served.assert_clean_log()
+
+
+async def gauges_at_rest(served: Served) -> None:
+    """The server's own gauges say no stream is open and no connection checked out
+    (the pool gauge is sampled each second)."""
+
+    async def at_rest() -> bool:
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=10) as http:
+            scrape = (await http.get("/metrics")).text
+        open_streams = metric(scrape, "chatkit_open_streams")
+        return open_streams == 0 and metric(scrape, "chatkit_db_pool_connections_in_use") == 0
+
+    for _ in range(100):
+        if await at_rest():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("streams or database connections still in use after 10 s")
 
 
 async def postgres_backends(database_url: str, busy_only: bool = False) -> int:

@@ -18,16 +18,14 @@ import pytest
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.reliability.kit import (
     LONG,
-    Event,
+    Ledger,
     Turn,
-    all_items,
     count,
     create_body,
     eventually,
     message_body,
     scale,
     stream,
-    summary,
     text_of,
 )
 from tests.reliability.servers import Served, served_on_postgres
@@ -53,19 +51,6 @@ def served(fake_server: FakeOpenAI, tmp_path: Path) -> Iterator[Served]:
         yield served
 
 
-class Ledger:
-    """What the clients sent to each thread, and what the server acknowledged."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, list[str]] = {}
-        self.acknowledged: dict[str, list[tuple[str, str, str]]] = {}
-
-    def record(self, thread_id: str, text: str, turn: Turn) -> None:
-        self.sent.setdefault(thread_id, []).append(text)
-        acknowledged = self.acknowledged.setdefault(thread_id, [])
-        acknowledged += [summary(item) for item in turn.acknowledged]
-
-
 async def test_sigkill_mid_stream_loses_no_accepted_message(
     served: Served, fake: FakeOpenAI
 ) -> None:
@@ -78,7 +63,7 @@ async def test_sigkill_mid_stream_loses_no_accepted_message(
             ledger.record(turn.thread_id, f"settled {n}", turn)
         for round in range(ROUNDS):
             await _kill_mid_answers(served, http, fake, ledger, round)
-            checked = await _everything_acknowledged_is_there(http, ledger)
+            checked = await ledger.check_stored(http, ANSWER)
             count(faults_injected=1, items_checked=checked, streams=IN_FLIGHT)
             await _every_thread_takes_a_message(http, fake, ledger)
 
@@ -117,35 +102,6 @@ async def _cut_off(reading: Coroutine[Any, Any, Turn]) -> None:
     """Read a stream that the server's death will cut."""
     with pytest.raises(httpx.TransportError):
         await reading
-
-
-async def _everything_acknowledged_is_there(http: httpx.AsyncClient, ledger: Ledger) -> int:
-    checked = 0
-    for thread_id, acknowledged in ledger.acknowledged.items():
-        loaded = await http.post(
-            "/chatkit", json={"type": "threads.get_by_id", "params": {"thread_id": thread_id}}
-        )
-        assert loaded.status_code == 200, loaded.text
-        stored = await all_items(http, thread_id)
-        assert _in_order(acknowledged, [summary(item) for item in stored]), thread_id
-        for item in stored:  # and nothing there that nobody sent or the model never said
-            _assert_known(item, ledger.sent[thread_id])
-        checked += len(stored)
-    return checked
-
-
-def _in_order(wanted: list[tuple[str, str, str]], stored: list[tuple[str, str, str]]) -> bool:
-    """`wanted` is a subsequence of `stored`."""
-    remaining = iter(stored)
-    return all(any(item == found for found in remaining) for item in wanted)
-
-
-def _assert_known(item: Event, sent: list[str]) -> None:
-    if item["type"] == "user_message":
-        assert text_of(item) in sent, item
-    else:
-        assert item["type"] == "assistant_message", item
-        assert text_of(item) and ANSWER.startswith(text_of(item)), item
 
 
 async def _every_thread_takes_a_message(

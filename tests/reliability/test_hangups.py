@@ -38,7 +38,7 @@ from tests.reliability.kit import (
     text_of,
     token,
 )
-from tests.reliability.servers import Served, postgres_backends
+from tests.reliability.servers import Served, gauges_at_rest, postgres_backends
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
 
@@ -116,6 +116,7 @@ async def test_random_hang_ups_leave_nothing_half_written(served: Served, fake: 
             lambda: _no_busy_connections(database), "every database connection idle again"
         )
         assert most_connections <= POOL, f"{most_connections} connections, pool is {POOL}"
+        await gauges_at_rest(served)  # and the server's own metrics agree
 
         checked = await _check_threads(http, attempts)
         await _slots_are_all_free(served, user, fake)

@@ -5,7 +5,9 @@ against one real server on PostgreSQL. Some turns are cut mid-answer or refused 
 model. Each client keeps the items the server acknowledged (`thread.item.done`), in
 order. Afterwards each thread holds exactly those items, in that order (read back page
 by page), each user lists exactly their own threads, every full answer is the answer to
-that thread's own question, and the database pool never grew past its size.
+that thread's own question, and the database pool never grew past its size. The long
+run's crowd can overload the pool: a turn may then be refused (a clean `error`, counted
+as such), and the books must balance all the same.
 """
 
 import asyncio
@@ -17,6 +19,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, Recorded, Reply
 from tests.reliability.kit import (
+    LONG,
     POOL,
     all_items,
     all_threads,
@@ -29,7 +32,7 @@ from tests.reliability.kit import (
     summary,
     text_of,
 )
-from tests.reliability.servers import Served, postgres_backends
+from tests.reliability.servers import Served, gauges_at_rest, postgres_backends
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
 
@@ -63,11 +66,11 @@ async def test_concurrent_users_find_exactly_what_was_acknowledged(
     ledger: dict[str, list[tuple[str, str, str]]] = {}  # thread -> acknowledged items
     owners: dict[str, set[str]] = {}  # user -> their threads
     turns = iter(range(1, 10**9))
-    faults = 0
+    faults = overloaded = 0
     most_connections = 0
 
     async def converse(http: httpx.AsyncClient, user: str) -> None:
-        nonlocal faults
+        nonlocal faults, overloaded
         thread_id: str | None = None
         for _ in range(TURNS):
             number = next(turns)
@@ -75,17 +78,23 @@ async def test_concurrent_users_find_exactly_what_was_acknowledged(
             body = create_body(text) if thread_id is None else message_body(thread_id, text)
             turn = await stream(http, body)
             assert turn.status == 200 and turn.ended_cleanly, turn.body
-            thread_id = thread_id or turn.thread_id
-            assert thread_id is not None
-            owners[user].add(thread_id)
-            ledger.setdefault(thread_id, []).extend(summary(i) for i in turn.acknowledged)
             answers = [i for i in turn.acknowledged if i["type"] == "assistant_message"]
             if number % REFUSED == 0 or number % CUT == 0:
                 faults += 1
                 assert turn.errors and turn.events[-1] == turn.errors[0], turn.events
+            elif turn.errors:
+                # Overload: no pooled connection free within POOL_TIMEOUT_SECONDS. A clean
+                # refusal, not a loss (the books below must balance all the same); the
+                # fast run is far from it and must see none.
+                assert LONG and turn.events[-1] == turn.errors[0], turn.events
+                overloaded += 1
             else:
-                assert not turn.errors, turn.errors
                 assert [text_of(a) for a in answers] == [f"Answer to: {text}"]
+            thread_id = thread_id or turn.thread_id
+            if thread_id is None:  # refused before the thread was created: none to count
+                continue
+            owners[user].add(thread_id)
+            ledger.setdefault(thread_id, []).extend(summary(i) for i in turn.acknowledged)
 
     async def user_session(user: str) -> None:
         owners[user] = set()
@@ -104,6 +113,7 @@ async def test_concurrent_users_find_exactly_what_was_acknowledged(
     await asyncio.gather(*(user_session(user) for user in users))
     watcher.cancel()
     assert most_connections <= POOL, f"{most_connections} connections, pool is {POOL}"
+    await gauges_at_rest(served)
 
     checked = 0
     for user in users:
@@ -115,3 +125,4 @@ async def test_concurrent_users_find_exactly_what_was_acknowledged(
                 checked += len(stored)
     assert checked == sum(len(items) for items in ledger.values())
     count(streams=USERS * THREADS_PER_USER * TURNS, faults_injected=faults, items_checked=checked)
+    count(refused_under_overload=overloaded)

@@ -1,5 +1,6 @@
 """One answer: pick the agent and model, run it, stream it, account for it."""
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -23,6 +24,8 @@ from chatkit_backend.ops.metrics import count_error, count_tokens
 from chatkit_backend.providers.factory import Provider
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.usage import UsageLedger
+
+logger = logging.getLogger(__name__)
 
 # chatkit's merge of the run's events left reads (and the run) going: see merging.py.
 merging.install()
@@ -101,7 +104,13 @@ class Answerer:
             if result is not None:
                 # Also after a cancel: the tokens were spent either way.
                 with anyio.CancelScope(shield=True):
-                    await self._record_usage(result, agent_context, model_name)
+                    try:
+                        await self._record_usage(result, agent_context, model_name)
+                    except Exception as exc:
+                        # The database may be away. A raise here helps nobody: when the
+                        # SDK's own write fails it drops this generator unclosed, so this
+                        # runs at garbage collection, in a task no one awaits.
+                        logger.warning("could not record usage: %s", type(exc).__name__)
 
     async def _record_usage(
         self, result: RunResultStreaming, agent_context: AgentContext[RequestContext], model: str
