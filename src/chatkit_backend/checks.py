@@ -35,10 +35,10 @@ from chatkit_backend.store.attachments import owner_of
 from chatkit_backend.store.sql_store import SQLStore
 
 MAX_TITLE_LENGTH = 500
-MAX_ATTACHMENTS_PER_MESSAGE = 10
 # Each id is one bound parameter: PostgreSQL (asyncpg) takes at most 32767, so 40,000
 # ids were a database error; a turn's answer is a handful of items.
 MAX_FEEDBACK_ITEMS = 100
+MAX_ATTACHMENTS_PER_MESSAGE = 10
 
 
 class RequestChecker:

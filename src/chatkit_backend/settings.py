@@ -111,15 +111,6 @@ class Settings(BaseSettings):
             raise ValueError("METRICS_TOKEN must be at least 16 characters")
         return value
 
-    @field_validator("login_url")
-    @classmethod
-    def _login_url(cls, value: str | None) -> str | None:
-        # The page navigates there: only web addresses, never `javascript:` or `data:`.
-        ok = value is None or value.startswith(("https://", "http://", "/"))
-        if not ok or (value or "").startswith("//"):
-            raise ValueError("LOGIN_URL looks like https://login.example.com/... or /login")
-        return value
-
     @field_validator("allowed_attachment_types", mode="before")
     @classmethod
     def _split_types(cls, value: object) -> object:
@@ -139,6 +130,15 @@ class Settings(BaseSettings):
         if scheme not in ("http", "https") or not rest or rest.startswith("/") or "?" in rest:
             raise ValueError("PUBLIC_URL looks like https://chat.example.com[/prefix]")
         return f"{scheme}://{rest}"
+
+    @field_validator("login_url")
+    @classmethod
+    def _login_url(cls, value: str | None) -> str | None:
+        # The page navigates there: only web addresses, never `javascript:` or `data:`.
+        ok = value is None or value.startswith(("https://", "http://", "/"))
+        if not ok or (value or "").startswith("//"):
+            raise ValueError("LOGIN_URL looks like https://login.example.com/... or /login")
+        return value
 
     @field_validator("llm_allowed_models", mode="before")
     @classmethod

@@ -10,12 +10,14 @@ import inspect
 import json
 import os
 import secrets
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from hypothesis import HealthCheck, settings
 
 from chatkit_backend.auth.mint import mint_token
 from chatkit_backend.settings import Settings
@@ -30,11 +32,22 @@ SLOTS = 4  # MAX_STREAMS_PER_USER
 MAX_BODY = 64 * 1024  # MAX_BODY_BYTES: small, so bodies over it are cheap to make
 
 Event = dict[str, Any]
+T = TypeVar("T")
 
 # What the suite measured, printed at the end of the run (see conftest) and quoted in
 # the README: generated requests, streams, faults injected, stored items checked. Items
 # found missing are not counted: any such finding fails its test.
 FIGURES: Counter[str] = Counter()
+
+# Generated cases: the same ones on every CI run (derandomized); new ones in the long run.
+FUZZ = settings(
+    max_examples=3000 if LONG else 250,
+    deadline=None,
+    derandomize=not LONG,  # the same cases on every CI run; new ones in the long run
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
 
 
 def scale(fast: int, long: int) -> int:
@@ -242,3 +255,20 @@ class Ledger:
                     assert text_of(item) and answer.startswith(text_of(item)), item
             checked += len(stored)
         return checked
+
+
+class LoopThread:
+    """An event loop of its own in a thread: hypothesis drives sync tests, the app is async."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, work: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout=120)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()

@@ -13,19 +13,17 @@ would have nothing to generate from. The strategies in hostile_inputs.py build t
 union's shapes instead.
 """
 
-import asyncio
 import json
 import secrets
-import threading
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import jwt
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatkit_backend.app import create_app
@@ -37,40 +35,14 @@ from tests.reliability.hostile_inputs import (
     nasty_text,
     request_bodies,
 )
-from tests.reliability.kit import LONG, MAX_BODY, count, scale, token
+from tests.reliability.kit import FUZZ, MAX_BODY, LoopThread, count, scale, token
 from tests.reliability.servers import Served
 from tests.sse import user_input
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
 
-T = TypeVar("T")
 WIRE_USER = f"fuzzer-{secrets.token_hex(4)}"
 VICTIM_SECRET = "the victim's launch codes 4077"
-FUZZ = settings(
-    max_examples=scale(250, 3000),
-    deadline=None,
-    derandomize=not LONG,  # the same cases on every CI run; new ones in the long run
-    database=None,
-    suppress_health_check=list(HealthCheck),
-    print_blob=True,
-)
-
-
-class LoopThread:
-    """An event loop of its own in a thread: hypothesis drives sync tests, the app is async."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, work: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout=120)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 @dataclass

@@ -99,9 +99,18 @@ def _expiry(exp: str) -> int:
     return int(exp)
 
 
+def _possible(attachment_id: str) -> bool:
+    # Ids are printable ASCII; anything else exists nowhere. Checked before the lookup:
+    # a path can carry %00, and PostgreSQL refuses NUL in a query parameter (a 500,
+    # found by the reliability suite's fuzzing).
+    return attachment_id.isascii() and attachment_id.isprintable()
+
+
 async def _linked(
     files: AttachmentService, kind: LinkKind, attachment_id: str, exp: str, sig: str
 ) -> AttachmentRecord:
+    if not _possible(attachment_id):
+        raise Forbidden(BAD_LINK)
     return await files.linked(kind, attachment_id, _expiry(exp), sig)
 
 
@@ -173,7 +182,11 @@ async def describe(
     attachment_id: str, context: ContextDep, limiter: LimiterDep, files: AttachmentsDep
 ) -> dict[str, Any]:
     limiter.admit_request(context)
-    record = await files.records.load(attachment_id, owner_of(context))
+    record = (
+        await files.records.load(attachment_id, owner_of(context))
+        if _possible(attachment_id)
+        else None
+    )
     if record is None:
         raise NotFound(f"Attachment {attachment_id} not found")
     attachment = files.links.present(record.attachment, context)
