@@ -43,13 +43,13 @@ browser-deps:
 			apt-get install -y chromium fonts-liberation; \
 	fi
 
-# The reliability suite's long run (README, Reliability): the same tests as in `make
+# The reliability suite's long run (docs/reliability.md): the same tests as in `make
 # test`, with many more users, turns, hang-ups, kills and generated cases.
 .PHONY: test-long
 test-long: $(STAMP)
 	RELIABILITY_LONG=1 $(BIN)/pytest -m reliability
 
-# The benchmark suite (see README, Benchmarks): quick by default,
+# The benchmark suite (see docs/benchmarks.md): quick by default,
 # `make bench BENCH_ARGS=--full` for the sizes the targets name.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,2 +1,2 @@
-"""The benchmark suite: `python -m bench` (or `make bench`); see bench/README section in
-the project README. Every piece under test runs in its own process."""
+"""The benchmark suite: `python -m bench` (or `make bench`); see docs/benchmarks.md.
+Every piece under test runs in its own process."""

@@ -42,5 +42,5 @@ def test_the_benchmark_suite_runs_end_to_end(tmp_path: Path) -> None:
         for how in ("direct", "http"):
             assert scale[world][how]["history"]["p50_ms"] > 0
     assert {target["target"] for target in results["targets"]}
-    # The table the README shows is printed.
+    # The table docs/benchmarks.md shows is printed.
     assert "| server | turns/s | CPU ms/turn" in done.stdout

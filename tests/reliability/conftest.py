@@ -43,7 +43,7 @@ def served(fake_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The figures the suite measured, for the README's table (see kit.FIGURES)."""
+    """The figures the suite measured, for the table in docs/reliability.md (see kit.FIGURES)."""
     if FIGURES:
         figures = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in sorted(FIGURES.items()))
         run = "long" if LONG else "fast"

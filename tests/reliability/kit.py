@@ -35,7 +35,7 @@ Event = dict[str, Any]
 T = TypeVar("T")
 
 # What the suite measured, printed at the end of the run (see conftest) and quoted in
-# the README: generated requests, streams, faults injected, stored items checked. Items
+# docs/reliability.md: generated requests, streams, faults injected, stored items checked. Items
 # found missing are not counted: any such finding fails its test.
 FIGURES: Counter[str] = Counter()
 
