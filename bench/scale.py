@@ -40,7 +40,7 @@ from chatkit.types import (
 from sqlalchemy import Table, insert, text
 
 from bench.wire import Connection
-from chatkit_backend.context import RequestContext
+from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.sql_store import ITEMS, THREADS, SQLStore
 
@@ -61,7 +61,7 @@ WORLDS = (
 
 
 def context(user: str) -> RequestContext:
-    return RequestContext(user_id=user, tenant_id=TENANT, role="member")
+    return RequestContext(Owner(tenant_id=TENANT, user_id=user), role="member")
 
 
 def thread_id(user: str, n: int) -> str:

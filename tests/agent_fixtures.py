@@ -34,7 +34,7 @@ def make_agent(context: RequestContext) -> Agent[AgentContext[RequestContext]]:
     return Agent[AgentContext[RequestContext]](
         name="Fixture",
         instructions=(
-            f"You are the fixture agent for {context.user_id} of {context.tenant_id} "
+            f"You are the fixture agent for {context.owner.user_id} of {context.owner.tenant_id} "
             f"in role {context.role}. Be brief."
         ),
     )

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from chatkit_backend.migrations import upgrade_to_head
+from chatkit_backend.store.migrations import upgrade_to_head
 from tests.chat_client import ChatClient, chat_client
 from tests.databases import fresh_postgres_database, require_postgres, sqlite_url
 

@@ -72,7 +72,7 @@ from chatkit.types import (
 from chatkit.widgets import Card, Text
 from pydantic import AnyUrl
 
-from chatkit_backend.context import RequestContext
+from chatkit_backend.context import Owner, RequestContext
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ def random_id(prefix: str) -> str:
 
 
 def random_owner() -> RequestContext:
-    return RequestContext(user_id=random_id("user"), tenant_id=random_id("tenant"))
+    return RequestContext(Owner(tenant_id=random_id("tenant"), user_id=random_id("user")))
 
 
 def make_thread(
@@ -329,8 +329,8 @@ class StoreContract(ABC):
     def intruder(self, request: pytest.FixtureRequest, owner: RequestContext) -> RequestContext:
         """Another owner: one identity field matches `owner`, the other doesn't."""
         if request.param == "other-user-same-tenant":
-            return RequestContext(user_id=random_id("user"), tenant_id=owner.tenant_id)
-        return RequestContext(user_id=owner.user_id, tenant_id=random_id("tenant"))
+            return RequestContext(Owner(tenant_id=owner.owner.tenant_id, user_id=random_id("user")))
+        return RequestContext(Owner(tenant_id=random_id("tenant"), user_id=owner.owner.user_id))
 
     @pytest.fixture
     async def thread(self, store: Store[RequestContext], owner: RequestContext) -> ThreadMetadata:

@@ -5,10 +5,11 @@ import secrets
 import httpx
 import pytest
 
-from chatkit_backend.agents.titles import derived_title
+from chatkit_backend.agents.employees import DIRECTORIES, load_demo_directory
 from chatkit_backend.app import create_app
 from chatkit_backend.auth.mint import mint_token
-from chatkit_backend.demo import DIRECTORIES, load_demo_directory
+from chatkit_backend.context import Owner
+from chatkit_backend.runtime.answerer import derived_title
 from chatkit_backend.settings import Settings
 from tests import agent_fixtures
 from tests.agent_fixtures import (
@@ -246,11 +247,12 @@ async def test_custom_factory_gets_the_request_context(sqlite_database_url: str)
         _, events = await chat.new_thread("Hello")
         no_error(events)
     [context] = agent_fixtures.SEEN
-    assert context.tenant_id == tenant
-    assert context.user_id.startswith("user_")
+    assert context.owner.tenant_id == tenant
+    assert context.owner.user_id.startswith("user_")
     assert context.role == "member"
     answer = text_of(done_items(events, "assistant_message")[0])
-    assert f"answering as fixture agent for {context.user_id} of {tenant} in role member" in answer
+    user = context.owner.user_id
+    assert f"answering as fixture agent for {user} of {tenant} in role member" in answer
 
 
 async def test_custom_factory_sees_the_token_identity(sqlite_database_url: str) -> None:
@@ -278,7 +280,8 @@ async def test_custom_factory_sees_the_token_identity(sqlite_database_url: str) 
         events = await ChatClient(http).stream("threads.create", input=message_input("Hi"))
         no_error(events)
     [context] = agent_fixtures.SEEN
-    assert (context.user_id, context.tenant_id, context.role) == ("alice", tenant, "admin")
+    assert context.owner == Owner(tenant, "alice")
+    assert context.role == "admin"
     answer = text_of(done_items(events, "assistant_message")[0])
     assert f"fixture agent for alice of {tenant} in role admin" in answer
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from starlette.types import Message
 
-from chatkit_backend.answering import AnswerLocks
 from chatkit_backend.api.streaming import KEEPALIVE_FRAME, EventStreamResponse
-from chatkit_backend.context import RequestContext
+from chatkit_backend.chat.leases import AnswerLocks
+from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.errors import ThreadBusy
 from chatkit_backend.ops.shutdown import Drain
 from chatkit_backend.store.engine import create_engine
@@ -269,4 +269,4 @@ async def _owner(engine: Any, thread_id: str) -> RequestContext:
     async with engine.connect() as conn:
         query = select(THREADS.c.tenant_id, THREADS.c.user_id).where(THREADS.c.id == thread_id)
         tenant_id, user_id = (await conn.execute(query)).one()
-    return RequestContext(user_id=user_id, tenant_id=tenant_id)
+    return RequestContext(Owner(tenant_id=tenant_id, user_id=user_id))

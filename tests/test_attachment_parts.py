@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from chatkit_backend.attachments import media_types, sniffing
-from chatkit_backend.attachments.local_disk import LocalDiskStorage
-from chatkit_backend.attachments.names import safe_name
-from chatkit_backend.attachments.signing import LinkSigner, signing_key
-from chatkit_backend.attachments.storage import BlobExists, BlobMissing
+from chatkit_backend.attachments import content as media_types
+from chatkit_backend.attachments import content as sniffing
+from chatkit_backend.attachments.content import safe_name
+from chatkit_backend.attachments.links import LinkSigner, signing_key
+from chatkit_backend.attachments.storage import BlobExists, BlobMissing, LocalDiskStorage
+from chatkit_backend.context import Owner
 from chatkit_backend.errors import UnsupportedMediaType
 from chatkit_backend.providers.offline_script import (
     last_user_attachments,
@@ -19,7 +20,6 @@ from chatkit_backend.providers.offline_script import (
     offline_answer,
 )
 from chatkit_backend.settings import Settings
-from chatkit_backend.store.attachments import Owner
 from tests.attachment_helpers import BINARY, GIF, JPEG, PDF, PNG, TEXT, WEBP
 
 ALLOWED = frozenset(Settings(_env_file=None).allowed_attachment_types)  # type: ignore[call-arg]

@@ -15,8 +15,8 @@ from sqlalchemy import update
 
 from chatkit_backend.attachments.cleanup import clean_up
 from chatkit_backend.attachments.service import AttachmentService
-from chatkit_backend.migrations import upgrade_to_head
-from chatkit_backend.store.attachments import ATTACHMENTS
+from chatkit_backend.store.migrations import upgrade_to_head
+from chatkit_backend.store.tables import ATTACHMENTS
 from tests.attachment_helpers import (
     PNG,
     TEXT,
@@ -41,7 +41,7 @@ async def chat(database_url: str, tmp_path: Path) -> AsyncIterator[ChatClient]:
 
 def _service(chat: ChatClient) -> AttachmentService:
     app = chat.http._transport.app  # type: ignore[attr-defined]
-    service: AttachmentService = app.state.attachments
+    service: AttachmentService = app.state.services.files
     return service
 
 

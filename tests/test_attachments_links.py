@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from chatkit_backend.attachments.service import AttachmentService
-from chatkit_backend.store.attachments import Owner
+from chatkit_backend.context import Owner
 from tests.attachment_helpers import (
     PNG,
     TEXT,
@@ -57,7 +57,7 @@ class World:
 
     @property
     def service(self) -> AttachmentService:
-        service: AttachmentService = self.app.app.state.attachments
+        service: AttachmentService = self.app.app.state.services.files
         return service
 
 

@@ -8,10 +8,9 @@ import jwt
 import pytest
 
 from chatkit_backend.app import create_app
-from chatkit_backend.auth.claims import ClaimNames
 from chatkit_backend.auth.mint import parse_ttl
-from chatkit_backend.auth.tokens import TokenRules, TokenVerifier
-from chatkit_backend.context import RequestContext
+from chatkit_backend.auth.tokens import ClaimNames, TokenRules, TokenVerifier
+from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.errors import Unauthorized
 from chatkit_backend.settings import Settings
 from tests.auth_helpers import (
@@ -51,7 +50,7 @@ async def rejected(token: str, check: TokenVerifier | None = None) -> str:
 
 async def test_a_valid_token_gives_user_tenant_and_default_role() -> None:
     context = await verifier().verify(hs256(claims("alice", "acme")))
-    assert context == RequestContext(user_id="alice", tenant_id="acme", role="member")
+    assert context == RequestContext(Owner(tenant_id="acme", user_id="alice"), role="member")
 
 
 @pytest.mark.parametrize(
@@ -75,7 +74,7 @@ async def test_claim_names_are_configurable_with_dotted_paths_and_urls() -> None
     names = ClaimNames(tenant="org.id", role="https://example.com/roles")
     payload = claims(org={"id": 42}, **{"https://example.com/roles": ["viewer"]})
     context = await verifier(names=names).verify(hs256(payload))
-    assert (context.tenant_id, context.role) == ("42", "viewer")
+    assert (context.owner.tenant_id, context.role) == ("42", "viewer")
 
 
 async def test_missing_tenant_is_refused_unless_a_default_is_set() -> None:
@@ -83,7 +82,7 @@ async def test_missing_tenant_is_refused_unless_a_default_is_set() -> None:
     del payload["tenant_id"]
     assert "tenant_id" in await rejected(hs256(payload))
     fallback = verifier(names=ClaimNames(default_tenant="solo"))
-    assert (await fallback.verify(hs256(payload))).tenant_id == "solo"
+    assert (await fallback.verify(hs256(payload))).owner.tenant_id == "solo"
 
 
 @pytest.mark.parametrize("missing", ["sub", "exp"])
@@ -104,7 +103,7 @@ async def test_expired_tokens_are_refused_after_the_leeway() -> None:
     expired = hs256(claims(exp=int((now - timedelta(minutes=5)).timestamp())))
     assert await rejected(expired) == "The token has expired"
     just_expired = hs256(claims(exp=int((now - timedelta(seconds=5)).timestamp())))
-    assert (await verifier(leeway_seconds=30).verify(just_expired)).user_id == "mallory"
+    assert (await verifier(leeway_seconds=30).verify(just_expired)).owner.user_id == "mallory"
     await rejected(just_expired, verifier(leeway_seconds=0))
 
 
@@ -126,7 +125,7 @@ async def test_a_tampered_payload_is_refused() -> None:
 async def test_issuer_and_audience_are_checked_when_set() -> None:
     strict = verifier(issuer="https://idp.example", audience="chatkit")
     good = claims(iss="https://idp.example", aud="chatkit")
-    assert (await strict.verify(hs256(good))).user_id == "mallory"
+    assert (await strict.verify(hs256(good))).owner.user_id == "mallory"
     for bad in (
         {**good, "iss": "https://evil.example"},
         {**good, "aud": "another-app"},
@@ -135,7 +134,7 @@ async def test_issuer_and_audience_are_checked_when_set() -> None:
     ):
         assert await rejected(hs256(bad), strict) == "The token is not for this server"
     # Unset, they are not checked: any audience passes.
-    assert (await verifier().verify(hs256(good))).user_id == "mallory"
+    assert (await verifier().verify(hs256(good))).owner.user_id == "mallory"
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
@@ -201,8 +200,8 @@ async def test_a_valid_token_scopes_threads_to_its_user_and_tenant(
         user = new_user()
         alice = await app.client(user, "acme")
         thread_id, _ = await alice.new_thread("hello")
-        store = app.app.state.chat_server.sql_store
-        thread = await store.load_thread(thread_id, RequestContext(user, "acme"))
+        store = app.app.state.services.server.sql_store
+        thread = await store.load_thread(thread_id, RequestContext(Owner("acme", user)))
         assert thread.id == thread_id
         again = await app.client(user, "acme")  # a fresh token for the same person
         assert [t["id"] for t in (await again.call("threads.list"))["data"]] == [thread_id]

@@ -138,7 +138,7 @@ async def test_an_unexpected_failure_is_a_plain_500(
         async def explode(*_: Any) -> None:
             raise RuntimeError("secret internals /etc/passwd")
 
-        monkeypatch.setattr(app.state.checker, "check", explode)
+        monkeypatch.setattr(app.state.services.checker, "check", explode)
         response = await http.post("/chatkit", json={"type": "threads.list", "params": {}})
         assert_envelope(response, 500, "internal_error")
         assert "secret internals" not in response.text

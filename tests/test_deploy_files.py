@@ -19,8 +19,8 @@ import yaml
 from alembic.script import ScriptDirectory
 
 from chatkit_backend.cli import _parser as cli_parser
-from chatkit_backend.migrations import alembic_config
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.migrations import alembic_config
 from chatkit_backend.store.tables import metadata
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 from chatkit.types import StructuredInputFreeform, StructuredInputItem
 
-from chatkit_backend.api.parsing import REQUEST_TYPES
-from chatkit_backend.context import RequestContext
-from chatkit_backend.store.attachments import owner_of
+from chatkit_backend.api.requests import REQUEST_TYPES
+from chatkit_backend.context import Owner, RequestContext
 from tests.attachment_helpers import PNG, message, stored_files, uploaded
 from tests.auth_helpers import JwtApp, jwt_app, new_user
 from tests.chat_client import ChatClient
@@ -149,14 +148,14 @@ class World:
     async def snapshot(self) -> dict[str, Any]:
         thread = await self.owner.call("threads.get_by_id", thread_id=self.ids.thread)
         threads = await self.owner.call("threads.list", limit=100)
-        store = self.app.app.state.chat_server.sql_store
+        store = self.app.app.state.services.server.sql_store
         return {
             "thread": thread,
             "items": await self.owner.items(self.ids.thread),
             "threads": [t["id"] for t in threads["data"]],
             "feedback": await store.load_feedback(self.ids.thread, self.owner_context),
             "attachment": await store.attachments.load(
-                self.ids.attachment, owner_of(self.owner_context)
+                self.ids.attachment, self.owner_context.owner
             ),
             "files": stored_files(self.attachments_dir),
         }
@@ -170,14 +169,14 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         thread_id, _ = await owner.new_thread("my secret plans")
         user_message, answer = [item["id"] for item in await owner.items(thread_id)]
         await owner.call("items.feedback", thread_id=thread_id, item_ids=[answer], kind="positive")
-        context = RequestContext(user_id=user, tenant_id=TENANT)
+        context = RequestContext(Owner(tenant_id=TENANT, user_id=user))
         question = StructuredInputItem(
             id=f"msg_{secrets.token_hex(16)}",
             thread_id=thread_id,
             created_at=datetime.now(),
             inputs=[StructuredInputFreeform(id="q1", question="Your name?")],
         )
-        store = app.app.state.chat_server.sql_store
+        store = app.app.state.services.server.sql_store
         await store.add_thread_item(thread_id, question, context)
         attachment = await uploaded(owner, "plans.png", PNG, "image/png")
         ids = Ids(thread_id, user_message, answer, question.id, attachment["id"], "")
@@ -187,7 +186,8 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
 async def _intruder(world: World, kind: str) -> ChatClient:
     if kind == INTRUDERS[0]:
         return await world.app.client(new_user(), TENANT)
-    return await world.app.client(world.owner_context.user_id, f"other_{secrets.token_hex(4)}")
+    owner = world.owner_context.owner
+    return await world.app.client(owner.user_id, f"other_{secrets.token_hex(4)}")
 
 
 @pytest.mark.parametrize("intruder_kind", INTRUDERS)
@@ -211,7 +211,7 @@ async def test_foreign_ids_answer_as_missing_ones_and_change_nothing(
     # These answers name the new thread or attachment: compare statuses only.
     if type not in ("threads.create", "attachments.create") or status != 200:
         assert _normalised(attempt.text, foreign) == _normalised(reference.text, missing)
-    for secret in ("my secret plans", world.owner_context.user_id + "@"):
+    for secret in ("my secret plans", world.owner_context.owner.user_id + "@"):
         assert secret not in attempt.text
     assert "Traceback" not in attempt.text
 

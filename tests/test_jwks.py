@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from chatkit_backend.auth.jwks import JWKSCache
 from chatkit_backend.auth.tokens import TokenRules, TokenVerifier
+from chatkit_backend.context import Owner
 from chatkit_backend.errors import AuthUnavailable, Unauthorized
 from tests.auth_helpers import SECRET, b64, claims, forge, hmac_signer, jwt_app
 from tests.jwks_server import JWKSServer, SigningKey, jwks_server
@@ -55,7 +56,8 @@ async def test_tokens_verify_against_the_providers_keys(
     server.publish(key)
     check = make_verifier(server, clock)
     context = await check.verify(key.sign(claims("alice", "acme", role="viewer")))
-    assert (context.user_id, context.tenant_id, context.role) == ("alice", "acme", "viewer")
+    assert context.owner == Owner("acme", "alice")
+    assert context.role == "viewer"
     await check.verify(key.sign(claims("bob")))
     assert server.requests == 1  # cached
 
@@ -72,7 +74,7 @@ async def test_rotation_is_picked_up_by_a_refetch_after_the_cooldown(
     # The provider rotates: it now publishes both, then signs with the new key.
     server.publish(old, new)
     clock.now += COOLDOWN
-    assert (await check.verify(new.sign(claims("carol")))).user_id == "carol"
+    assert (await check.verify(new.sign(claims("carol")))).owner.user_id == "carol"
     assert server.requests == 2
     await check.verify(old.sign(claims()))  # both keys are now known: no fetch
     await check.verify(new.sign(claims()))
@@ -195,7 +197,7 @@ async def test_a_token_without_kid_needs_an_unambiguous_key(
     key = SigningKey.generate("only")
     server.publish(key)
     token = forge_without_kid(key)
-    assert (await make_verifier(server, clock).verify(token)).user_id == "mallory"
+    assert (await make_verifier(server, clock).verify(token)).owner.user_id == "mallory"
     server.publish(key, SigningKey.generate("another"))
     await refused(make_verifier(server, clock), token)
 

@@ -11,9 +11,9 @@ import pytest
 from starlette.types import Message
 
 from chatkit_backend.api.streaming import EventStreamResponse
-from chatkit_backend.context import RequestContext
+from chatkit_backend.chat.limits import InProcessLimiter, RateLimiter, StreamSlots
+from chatkit_backend.context import Owner
 from chatkit_backend.errors import TooManyRequests
-from chatkit_backend.limits import InProcessLimiter, RateLimiter, StreamSlots
 from tests.auth_helpers import jwt_app, new_user
 from tests.chat_client import chat_client
 from tests.server_process import run_cli, serving
@@ -29,9 +29,9 @@ class Clock:
         return self.now
 
 
-ALICE = RequestContext("alice", "acme")
-BOB = RequestContext("bob", "acme")
-ALICE_ELSEWHERE = RequestContext("alice", "other")
+ALICE = Owner("acme", "alice")
+BOB = Owner("acme", "bob")
+ALICE_ELSEWHERE = Owner("other", "alice")
 
 
 # ---- the limiter ----
@@ -177,8 +177,8 @@ async def test_concurrent_streams_over_the_limit_are_429_before_streaming(
     ) as app:
         user = new_user()
         alice = await app.client(user)
-        context = RequestContext(user, "acme")
-        limiter: InProcessLimiter = app.app.state.limiter
+        context = Owner("acme", user)
+        limiter: InProcessLimiter = app.app.state.services.limiter
         first = asyncio.create_task(alice.new_thread("a long question"))
         for _ in range(1000):  # until the first stream holds its slot
             if limiter.open_streams(context):
@@ -217,7 +217,7 @@ async def test_a_failed_stream_frees_its_slot(sqlite_database_url: str) -> None:
         alice = await app.client(user)
         _, events = await alice.new_thread("hello?")
         assert events[-1]["type"] == "error"
-        assert app.app.state.limiter.open_streams(RequestContext(user, "acme")) == 0
+        assert app.app.state.services.limiter.open_streams(Owner("acme", user)) == 0
 
 
 async def test_overlong_messages_are_400_before_any_stream(sqlite_database_url: str) -> None:

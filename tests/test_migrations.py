@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, insert, inspect, select
 
-from chatkit_backend.migrations import alembic_config, upgrade_to_head
 from chatkit_backend.store.engine import create_engine
+from chatkit_backend.store.migrations import alembic_config, upgrade_to_head
 from chatkit_backend.store.tables import ThreadRow, metadata
 from tests.databases import fresh_postgres_database, require_postgres, sqlite_url
 

@@ -50,7 +50,7 @@ async def chat_client(
         **{"titles": False, **overrides},  # a title is one more model request
     )
     app = create_app(settings)
-    provider = app.state.chat_server.answerer.provider
+    provider = app.state.services.server.answerer.provider
     assert isinstance(provider.get_model(None), OpenAIResponsesModel)
     async with (
         app.router.lifespan_context(app),

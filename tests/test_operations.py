@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from chatkit_backend.logs import JsonFormatter, NoTracebacks, TextFormatter
-from chatkit_backend.ops.tracking import RequestInfo, current_request, request_id_from
+from chatkit_backend.context import Owner
+from chatkit_backend.ops.logs import (
+    JsonFormatter,
+    NoTracebacks,
+    RequestInfo,
+    TextFormatter,
+    current_request,
+    request_id_from,
+)
 from tests.ops_helpers import body, metric, ops_app
 from tests.server_process import free_port
 from tests.sse import parse_events, user_input
@@ -48,7 +55,7 @@ async def test_with_the_database_down_requests_fail_cleanly() -> None:
 
 async def test_draining_refuses_new_streams_and_turns_readyz_off(sqlite_database_url: str) -> None:
     async with ops_app(sqlite_database_url) as (app, http):
-        app.state.drain.begin()
+        app.state.services.drain.begin()
         assert_envelope(await http.get("/readyz"), 503, "shutting_down")
         refused = await http.post("/chatkit", json=body("threads.create", input=user_input("x")))
         assert_envelope(refused, 503, "shutting_down")
@@ -145,7 +152,8 @@ def test_formats_put_the_request_on_every_line() -> None:
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "a thing %s", ("happened",), None)
     record.status = 409  # an allowed extra
     record.text = "user words"  # not an allowed extra: left out
-    token = current_request.set(RequestInfo("rid", "threads.create", "thr_1", "acme", "alice"))
+    info = RequestInfo("rid", "threads.create", "thr_1", Owner("acme", "alice"))
+    token = current_request.set(info)
     try:
         document = json.loads(JsonFormatter().format(record))
         line = TextFormatter().format(record)

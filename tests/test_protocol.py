@@ -12,18 +12,18 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 
-from chatkit_backend.context import RequestContext
+from chatkit_backend.context import Owner, RequestContext
 from tests.chat_client import ChatClient
 from tests.sse import answer_item, answer_text, deltas, user_input
 
 
 def _context(client: ChatClient) -> RequestContext:
-    settings = client.http._transport.app.state.settings  # type: ignore[attr-defined]
-    return RequestContext(user_id=settings.local_user_id, tenant_id=settings.local_tenant_id)
+    settings = client.http._transport.app.state.services.settings  # type: ignore[attr-defined]
+    return RequestContext(Owner(tenant_id=settings.local_tenant_id, user_id=settings.local_user_id))
 
 
 def _store(client: ChatClient):  # type: ignore[no-untyped-def]
-    return client.http._transport.app.state.chat_server.sql_store  # type: ignore[attr-defined]
+    return client.http._transport.app.state.services.server.sql_store  # type: ignore[attr-defined]
 
 
 async def test_create_streams_an_offline_answer_token_by_token(client: ChatClient) -> None:
@@ -232,7 +232,7 @@ async def test_history_is_the_newest_items_oldest_first(sqlite_database_url: str
             await client.stream(
                 "threads.add_user_message", thread_id=thread_id, input=user_input(text)
             )
-        server = client.http._transport.app.state.chat_server  # type: ignore[attr-defined]
+        server = client.http._transport.app.state.services.server  # type: ignore[attr-defined]
         thread = await server.store.load_thread(thread_id, _context(client))
         recent = await server.recent_items(thread, _context(client))
         every = await client.items(thread_id)

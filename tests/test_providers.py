@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
 
-from chatkit_backend.demo import DIRECTORIES
-from chatkit_backend.providers.factory import PLACEHOLDER_KEY, build_provider
+from chatkit_backend.agents.employees import DIRECTORIES
+from chatkit_backend.providers.provider import PLACEHOLDER_KEY, build_provider
 from chatkit_backend.settings import GEMINI_BASE_URL, Settings
 from tests.agent_fixtures import (
     ask,

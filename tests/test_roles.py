@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from chatkit_backend.api.parsing import REQUEST_TYPES
+from chatkit_backend.api.requests import REQUEST_TYPES
 from chatkit_backend.auth.roles import READ_TYPES, authorize
 from chatkit_backend.errors import Forbidden
 from tests.auth_helpers import JwtApp, jwt_app, new_user

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatkit_backend.migrations import upgrade_to_head
+from chatkit_backend.store.migrations import upgrade_to_head
 from tests.databases import fresh_postgres_database, require_postgres
 from tests.ops_helpers import metric
 from tests.served_helpers import post, read_events, rest_of, served, throwaway_postgres

@@ -1,73 +1,109 @@
-"""The FastAPI application, wired from settings."""
+"""The composition root: every service built once from settings, then the routes."""
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from chatkit_backend import __version__
+from chatkit_backend.agents.catalog import AgentSelector, load_factory
 from chatkit_backend.agents.guardrails import message_length_guardrail
-from chatkit_backend.agents.registry import AgentSelector, load_factory
-from chatkit_backend.agents.turn import Answerer
-from chatkit_backend.api.attachments import install_attachments
+from chatkit_backend.api.attachments import router as attachments_router
 from chatkit_backend.api.chatkit import router as chatkit_router
-from chatkit_backend.api.handlers import install_error_handlers
-from chatkit_backend.api.health import router as health_router
-from chatkit_backend.api.operations import install_operations, operations_running
-from chatkit_backend.api.security import install_security
-from chatkit_backend.api.web import install_web
-from chatkit_backend.attachments.setup import build_attachments, cleanup_schedule
-from chatkit_backend.checks import RequestChecker
-from chatkit_backend.logs import configure_logging
-from chatkit_backend.providers.factory import build_provider
-from chatkit_backend.server import ChatServer
+from chatkit_backend.api.deps import Services
+from chatkit_backend.api.errors import install_error_handlers
+from chatkit_backend.api.middleware import install_middleware
+from chatkit_backend.api.operations import health_router, metrics_router
+from chatkit_backend.api.web import web_router
+from chatkit_backend.attachments.cleanup import cleanup_schedule
+from chatkit_backend.attachments.model_input import AttachmentInput
+from chatkit_backend.attachments.service import build_attachments
+from chatkit_backend.auth.tokens import build_verifier
+from chatkit_backend.chat.checks import RequestChecker
+from chatkit_backend.chat.leases import AnswerLocks
+from chatkit_backend.chat.limits import InProcessLimiter
+from chatkit_backend.chat.server import ChatServer
+from chatkit_backend.ops.logs import configure_logging
+from chatkit_backend.ops.metrics import process_exiting, watch_pool
+from chatkit_backend.ops.shutdown import Drain
+from chatkit_backend.providers.provider import Provider, build_provider
+from chatkit_backend.runtime import chatkit_merge
+from chatkit_backend.runtime.answerer import Answerer
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.attachments import AttachmentRecords
-from chatkit_backend.store.engine import create_engine
+from chatkit_backend.store.engine import engine_for
+from chatkit_backend.store.leases import ThreadLeases
 from chatkit_backend.store.sql_store import SQLStore
+
+logger = logging.getLogger(__name__)
+
+
+def build_services(settings: Settings, provider: Provider) -> Services:
+    """Every service a request may use, wired once."""
+    # First what can fail on a bad setting, so nothing is left open when it does.
+    agent_factory = load_factory(settings.agent)
+    verifier = build_verifier(settings)
+    engine = engine_for(settings)
+    files = build_attachments(settings, AttachmentRecords(engine))
+    store = SQLStore(engine, attachment_view=files.links.present)
+    selector = AgentSelector(
+        agent_factory, [message_length_guardrail(settings.input_guardrail_max_chars)]
+    )
+    answerer = Answerer(provider, selector, store.usage, settings)
+    model_input = AttachmentInput(
+        files.storage, settings.max_attachment_bytes, files_accepted=provider.reads_files
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        server=ChatServer(store, answerer, settings, files, model_input),
+        checker=RequestChecker(store, settings),
+        files=files,
+        limiter=InProcessLimiter(settings.rate_limit_per_minute, settings.max_streams_per_user),
+        locks=AnswerLocks(ThreadLeases(engine)),
+        drain=Drain(settings.shutdown_grace_seconds),
+        verifier=verifier,
+    )
 
 
 def create_app(settings: Settings | None = None, *, hook_signals: bool = False) -> FastAPI:
-    """Build the app: engine, store, ChatKit server and routes.
+    """Build the services, then the app that serves them.
 
     `hook_signals`: hear SIGTERM for graceful shutdown (only when uvicorn serves it).
     """
     settings = settings or Settings()
-    # First what can fail on a bad setting, so nothing is left open when it does.
-    agent_factory = load_factory(settings.agent)
-    engine = create_engine(settings.database_url, settings.database_pool_size)
-    files = build_attachments(settings, AttachmentRecords(engine))
-    store = SQLStore(engine, attachment_view=files.links.present)
     provider = build_provider(settings)
+    services = build_services(settings, provider)
+    # chatkit's merge of the run's events left reads (and the run) going: see the module.
+    chatkit_merge.install()
+    _warn_about(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             async with (
-                operations_running(app, engine, settings, hook_signals),
-                cleanup_schedule(settings, files),
+                _operations_running(services, hook_signals),
+                cleanup_schedule(settings, services.files),
             ):
                 yield
         finally:
             await provider.aclose()
-            await engine.dispose()
+            await services.engine.dispose()
 
     app = FastAPI(title="chatkit-backend", version=__version__, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.engine = engine
-    selector = AgentSelector(
-        agent_factory, [message_length_guardrail(settings.input_guardrail_max_chars)]
-    )
-    answerer = Answerer(provider, selector, store.usage, settings)
-    app.state.chat_server = ChatServer(store, answerer, settings, files)
-    app.state.checker = RequestChecker(store, settings)
+    app.state.services = services
     install_error_handlers(app)
-    install_security(app, settings)
-    install_operations(app, settings, engine)
+    install_middleware(app, settings)
     app.include_router(chatkit_router)
-    install_attachments(app, files)
+    app.include_router(attachments_router)
     app.include_router(health_router)
-    install_web(app, settings)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
+    if settings.web_ui != "off":
+        app.include_router(web_router(settings))
     return app
 
 
@@ -76,3 +112,30 @@ def create_served_app() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings, hook_signals=True)
+
+
+@asynccontextmanager
+async def _operations_running(services: Services, hook_signals: bool) -> AsyncIterator[None]:
+    """Watch the pool, hear SIGTERM (when serving), and tidy the metrics at the end."""
+    undo = services.drain.hook_signals() if hook_signals else None
+    pool_size = services.settings.database_pool_size
+    pool_watch = asyncio.create_task(watch_pool(services.engine, pool_size))
+    try:
+        yield
+    finally:
+        if undo is not None:
+            undo()
+        pool_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pool_watch
+        process_exiting()
+
+
+def _warn_about(settings: Settings) -> None:
+    if settings.auth_mode == "none":
+        logger.warning(
+            "AUTH_MODE=none: every request acts as user %r; do not expose this server",
+            settings.local_user_id,
+        )
+    if settings.metrics_enabled and settings.env == "production" and not settings.metrics_token:
+        logger.warning("/metrics is open to anyone who can reach the server: set METRICS_TOKEN")

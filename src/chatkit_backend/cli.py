@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chatkit_backend.auth.roles import ROLES
-from chatkit_backend.logs import configure_logging
+from chatkit_backend.ops.logs import configure_logging
 from chatkit_backend.settings import Settings
 
 logger = logging.getLogger("chatkit_backend")
@@ -55,10 +55,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from chatkit_backend.migrations import upgrade_to_head
     from chatkit_backend.store.engine import wait_until_answering
+    from chatkit_backend.store.migrations import upgrade_to_head
 
-    if args.wait and not asyncio.run(wait_until_answering(settings.database_url, args.wait)):
+    if args.wait and not asyncio.run(wait_until_answering(settings, args.wait)):
         logger.error("the database did not answer within %s s", args.wait)
         return 1
     upgrade_to_head(settings.database_url)
@@ -94,19 +94,16 @@ def _ttl(text: str) -> object:
 def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from chatkit_backend.demo import load_demo_directory
+    from chatkit_backend.agents.employees import load_demo_directory
     from chatkit_backend.store.employees import EmployeeDirectory
-    from chatkit_backend.store.engine import create_engine
+    from chatkit_backend.store.engine import open_engine
 
     async def load() -> None:
-        engine = create_engine(settings.database_url)
-        try:
+        async with open_engine(settings) as engine:
             directory = EmployeeDirectory(engine)
             for tenant in args.tenant or [settings.local_tenant_id]:
                 count = await load_demo_directory(directory, tenant)
                 logger.info("loaded %d demo employees for tenant %s", count, tenant)
-        finally:
-            await engine.dispose()
 
     asyncio.run(load())
     return 0
@@ -176,7 +173,7 @@ def _cleanup(_: argparse.Namespace, settings: Settings) -> int:
     import json
     import sys
 
-    from chatkit_backend.attachments.setup import clean_up_once
+    from chatkit_backend.attachments.cleanup import clean_up_once
 
     report = asyncio.run(clean_up_once(settings))
     sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from chatkit_backend.migrations import upgrade_to_head
+from chatkit_backend.store.migrations import upgrade_to_head
 from tests.databases import POSTGRES_ADMIN_URL, fresh_postgres_database
 from tests.ops_helpers import metric
 from tests.server_process import CLI, PROJECT_ROOT, free_port

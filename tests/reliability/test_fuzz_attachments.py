@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatkit_backend.attachments.names import MAX_NAME_LENGTH
+from chatkit_backend.attachments.content import MAX_NAME_LENGTH
 from tests.attachment_helpers import PNG, TEXT, UPLOAD_URL, stored_files, uploaded
 from tests.auth_helpers import jwt_app, new_user
 from tests.chat_client import ChatClient

@@ -1,1 +1,1 @@
-"""Which agent answers, and how its run becomes ChatKit events."""
+"""The agents this server ships: the built-ins, their tools and prompts, and which one answers."""

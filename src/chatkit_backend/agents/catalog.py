@@ -8,11 +8,11 @@ from agents import Agent, InputGuardrail, ModelSettings
 from agents.models.default_models import get_default_model_settings
 from chatkit.agents import AgentContext
 
-from chatkit_backend.agents.activity import Label
 from chatkit_backend.agents.assistant import build_assistant
 from chatkit_backend.agents.employees import build_erp_agent, describe_lookup
 from chatkit_backend.agents.router import build_router
 from chatkit_backend.context import RequestContext
+from chatkit_backend.runtime.workflow import Label
 
 ChatAgent = Agent[AgentContext[RequestContext]]
 AgentFactory = Callable[[RequestContext], ChatAgent]

@@ -7,8 +7,9 @@ from typing import Any
 from agents import Agent, RunContextWrapper, function_tool
 from chatkit.agents import AgentContext
 
-from chatkit_backend.agents.identity import who_is_asking
+from chatkit_backend.agents.assistant import who_is_asking
 from chatkit_backend.context import RequestContext
+from chatkit_backend.store.employees import Employee, EmployeeDirectory
 from chatkit_backend.store.sql_store import SQLStore
 
 INSTRUCTIONS = (
@@ -30,7 +31,7 @@ async def get_employee(
     store = wrapper.context.store
     assert isinstance(store, SQLStore)
     # The tenant comes from the verified request, never from the model's arguments.
-    tenant_id = wrapper.context.request_context.tenant_id
+    tenant_id = wrapper.context.request_context.owner.tenant_id
     employee = await store.employees.find(tenant_id, employee_id)
     if employee is None:
         return json.dumps({"found": False, "employee_id": employee_id})
@@ -48,3 +49,24 @@ def build_erp_agent(context: RequestContext) -> Agent[AgentContext[RequestContex
         instructions=f"{INSTRUCTIONS}\n{who_is_asking(context)}",
         tools=[get_employee],
     )
+
+
+# Different tenants get different people: a lookup across tenants would show.
+DIRECTORIES: dict[str, list[Employee]] = {
+    "default": [
+        Employee(1, "Ada Lovelace", "Chief Engineer", "R&D", "ada@example.com"),
+        Employee(7, "Grace Hopper", "Staff Engineer", "Platform", "grace@example.com", 1),
+        Employee(12, "Alan Turing", "Research Scientist", "R&D", "alan@example.com", 1),
+        Employee(23, "Katherine Johnson", "Finance Lead", "Finance", "katherine@example.com"),
+    ],
+    "globex": [
+        Employee(7, "Hank Scorpio", "CEO", "Executive", "hank@globex.example"),
+    ],
+}
+
+
+async def load_demo_directory(directory: EmployeeDirectory, tenant_id: str) -> int:
+    """Replace the tenant's directory with demo people; returns how many."""
+    people = DIRECTORIES.get(tenant_id, DIRECTORIES["default"])
+    await directory.replace_all(tenant_id, people)
+    return len(people)

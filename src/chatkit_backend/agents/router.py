@@ -3,7 +3,7 @@
 from agents import Agent
 from chatkit.agents import AgentContext
 
-from chatkit_backend.agents.identity import who_is_asking
+from chatkit_backend.agents.assistant import who_is_asking
 from chatkit_backend.context import RequestContext
 
 SPECIALISTS = {

@@ -1,1 +1,1 @@
-"""HTTP: routes, dependencies, the error envelope and request normalising."""
+"""HTTP: routes, the services they use, middleware, errors, request parsing, streaming."""

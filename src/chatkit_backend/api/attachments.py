@@ -12,23 +12,21 @@
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Any
 
 from chatkit.types import Attachment
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from chatkit_backend.api.deps import ContextDep, LimiterDep
+from chatkit_backend.api.deps import ContextDep, ServicesDep
 from chatkit_backend.api.multipart import Event, file_upload, multipart_events
-from chatkit_backend.attachments import media_types
-from chatkit_backend.attachments.links import ATTACHMENTS_PATH
-from chatkit_backend.attachments.names import content_disposition
+from chatkit_backend.attachments import content as media_types
+from chatkit_backend.attachments.content import content_disposition
+from chatkit_backend.attachments.links import ATTACHMENTS_PATH, LinkKind
 from chatkit_backend.attachments.service import BAD_LINK, AttachmentService
-from chatkit_backend.attachments.signing import LinkKind
 from chatkit_backend.auth.roles import authorize
-from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import Forbidden, NotFound, PayloadTooLarge
-from chatkit_backend.store.attachments import AttachmentRecord, owner_of
+from chatkit_backend.store.attachments import AttachmentRecord
 
 router = APIRouter(prefix=ATTACHMENTS_PATH)
 
@@ -50,19 +48,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def install_attachments(app: FastAPI, service: AttachmentService) -> None:
-    app.state.attachments = service
-    app.include_router(router)
-
-
-def get_attachments(request: Request) -> AttachmentService:
-    service: AttachmentService = request.app.state.attachments
-    return service
-
-
-AttachmentsDep = Annotated[AttachmentService, Depends(get_attachments)]
-
-
 def _json(attachment: Attachment) -> Response:
     # As the SDK serialises attachments: integration metadata stays on the server.
     body = attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True})
@@ -82,14 +67,12 @@ def _multipart(request: Request, limit: int) -> AsyncGenerator[Event, None]:
 
 
 @router.post("", summary="Upload a file (direct upload)", responses=ERRORS)
-async def upload_direct(
-    request: Request, context: ContextDep, limiter: LimiterDep, files: AttachmentsDep
-) -> Response:
-    limiter.admit_request(context)
+async def upload_direct(request: Request, context: ContextDep, services: ServicesDep) -> Response:
+    services.limiter.admit_request(context.owner)
     authorize("attachments.create", context.role)
-    limit = files.limits.max_bytes + MULTIPART_OVERHEAD_BYTES
+    limit = services.files.limits.max_bytes + MULTIPART_OVERHEAD_BYTES
     async with aclosing(_multipart(request, limit)) as events:
-        attachment = await files.receive_direct(await file_upload(events), context)
+        attachment = await services.files.receive_direct(await file_upload(events), context)
     return _json(attachment)
 
 
@@ -118,18 +101,16 @@ async def _linked(
 async def upload_pending(
     attachment_id: str,
     request: Request,
-    limiter: LimiterDep,
-    files: AttachmentsDep,
+    services: ServicesDep,
     exp: str = "",
     sig: str = "",
 ) -> Response:
     # The signature names the owner; a bearer token, if any, is not needed.
-    record = await _linked(files, "upload", attachment_id, exp, sig)
-    owner = RequestContext(user_id=record.owner.user_id, tenant_id=record.owner.tenant_id)
-    limiter.admit_request(owner)
+    record = await _linked(services.files, "upload", attachment_id, exp, sig)
+    services.limiter.admit_request(record.owner)
     limit = (record.size_bytes or 0) + MULTIPART_OVERHEAD_BYTES
     async with aclosing(_multipart(request, limit)) as events:
-        attachment = await files.receive_pending(record, await file_upload(events))
+        attachment = await services.files.receive_pending(record, await file_upload(events))
     return _json(attachment)
 
 
@@ -159,41 +140,41 @@ async def _serve(
 
 @router.get("/{attachment_id}/content", summary="An attachment's bytes (signed link)")
 async def content(
-    attachment_id: str, files: AttachmentsDep, exp: str = "", sig: str = ""
+    attachment_id: str, services: ServicesDep, exp: str = "", sig: str = ""
 ) -> Response:
-    record = await _linked(files, "content", attachment_id, exp, sig)
+    record = await _linked(services.files, "content", attachment_id, exp, sig)
     # Images show in the page; anything else is downloaded, never rendered.
     inline = media_types.is_image(record.attachment.mime_type)
-    return await _serve(files, record, int(exp), inline)
+    return await _serve(services.files, record, int(exp), inline)
 
 
 @router.get("/{attachment_id}/preview", summary="An image attachment's preview (signed link)")
 async def preview(
-    attachment_id: str, files: AttachmentsDep, exp: str = "", sig: str = ""
+    attachment_id: str, services: ServicesDep, exp: str = "", sig: str = ""
 ) -> Response:
-    record = await _linked(files, "preview", attachment_id, exp, sig)
+    record = await _linked(services.files, "preview", attachment_id, exp, sig)
     if not media_types.is_image(record.attachment.mime_type):
         raise NotFound("This attachment has no preview")
-    return await _serve(files, record, int(exp), inline=True)
+    return await _serve(services.files, record, int(exp), inline=True)
 
 
 @router.get("/{attachment_id}", summary="The caller's attachment, with fresh signed links")
 async def describe(
-    attachment_id: str, context: ContextDep, limiter: LimiterDep, files: AttachmentsDep
+    attachment_id: str, context: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
-    limiter.admit_request(context)
+    services.limiter.admit_request(context.owner)
     record = (
-        await files.records.load(attachment_id, owner_of(context))
+        await services.files.records.load(attachment_id, context.owner)
         if _possible(attachment_id)
         else None
     )
     if record is None:
         raise NotFound(f"Attachment {attachment_id} not found")
-    attachment = files.links.present(record.attachment, context)
-    base = files.links.base(context)
+    attachment = services.files.links.present(record.attachment, context)
+    base = services.files.links.base(context)
     content_url = None
     if record.uploaded and base is not None:
-        content_url = files.links.url("content", attachment_id, record.owner, base)
+        content_url = services.files.links.url("content", attachment_id, record.owner, base)
     return {
         "attachment": attachment.model_dump(
             mode="json", exclude_none=True, context={"exclude_metadata": True}

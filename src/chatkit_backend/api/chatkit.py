@@ -4,11 +4,11 @@ from chatkit.server import NonStreamingResult
 from chatkit.types import is_streaming_req
 from fastapi import APIRouter, Request, Response
 
-from chatkit_backend.api.deps import CheckerDep, ContextDep, LimiterDep, ServerDep, SettingsDep
-from chatkit_backend.api.parsing import parse_request, read_body
-from chatkit_backend.api.streams import start_stream
+from chatkit_backend.api.deps import ContextDep, ServicesDep
+from chatkit_backend.api.requests import parse_request, read_body
+from chatkit_backend.api.streaming import start_stream
 from chatkit_backend.auth.roles import authorize
-from chatkit_backend.ops.tracking import current
+from chatkit_backend.ops.logs import current
 
 router = APIRouter()
 
@@ -33,29 +33,25 @@ router = APIRouter()
     },
 )
 async def chatkit_endpoint(
-    request: Request,
-    server: ServerDep,
-    checker: CheckerDep,
-    context: ContextDep,
-    settings: SettingsDep,
-    limiter: LimiterDep,
+    request: Request, services: ServicesDep, context: ContextDep
 ) -> Response:
     # The order is the contract: 401 (in ContextDep), 429, 400/413, 403, 404, then a
     # stream slot; everything a client can get wrong is refused before a stream starts.
     info = current()
     if info is not None:
-        info.tenant_id, info.user_id = context.tenant_id, context.user_id
-    limiter.admit_request(context)
-    chatkit_request = parse_request(await read_body(request, settings.max_body_bytes))
+        info.owner = context.owner
+    services.limiter.admit_request(context.owner)
+    body = await read_body(request, services.settings.max_body_bytes)
+    chatkit_request = parse_request(body)
     if info is not None:
         info.chatkit_type = chatkit_request.type
         thread_id = getattr(chatkit_request.params, "thread_id", None)
         info.thread_id = thread_id if isinstance(thread_id, str) else None
     authorize(chatkit_request.type, context.role)
-    await checker.check(chatkit_request, context)
+    await services.checker.check(chatkit_request, context)
     if is_streaming_req(chatkit_request):
         # Then 503 while shutting down, 429 for stream slots, 409 for a busy thread.
-        return await start_stream(request, chatkit_request, context, server, limiter)
-    result = await server.handle(chatkit_request, context)
+        return await start_stream(services, chatkit_request, context)
+    result = await services.server.handle(chatkit_request, context)
     assert isinstance(result, NonStreamingResult)
     return Response(content=result.json, media_type="application/json")

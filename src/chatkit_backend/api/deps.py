@@ -1,51 +1,68 @@
-"""FastAPI dependencies, as `Annotated` aliases.
+"""The services the routes use, and FastAPI dependencies for them, as `Annotated` aliases.
 
 All `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread
 hop per dependency on every request for what is an attribute lookup.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatkit_backend.api.auth import authenticate
-from chatkit_backend.checks import RequestChecker
-from chatkit_backend.context import RequestContext
-from chatkit_backend.limits import Limiter
-from chatkit_backend.server import ChatServer
+from chatkit_backend.attachments.service import AttachmentService
+from chatkit_backend.auth.tokens import TokenVerifier
+from chatkit_backend.chat.checks import RequestChecker
+from chatkit_backend.chat.leases import AnswerLocks
+from chatkit_backend.chat.limits import Limiter
+from chatkit_backend.chat.server import ChatServer
+from chatkit_backend.context import Owner, RequestContext
+from chatkit_backend.errors import Unauthorized
+from chatkit_backend.ops.shutdown import Drain
 from chatkit_backend.settings import Settings
 
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+LOCAL_USER_ROLE = "member"
 
 
-async def get_server(request: Request) -> ChatServer:
-    server: ChatServer = request.app.state.chat_server
-    return server
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request may need, built once per app by `create_app`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    server: ChatServer
+    checker: RequestChecker
+    files: AttachmentService
+    limiter: Limiter
+    locks: AnswerLocks
+    drain: Drain
+    # None in AUTH_MODE=none: every request is the local user.
+    verifier: TokenVerifier | None
 
 
-async def get_checker(request: Request) -> RequestChecker:
-    checker: RequestChecker = request.app.state.checker
-    return checker
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
-async def get_context(request: Request) -> RequestContext:
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_context(request: Request, services: ServicesDep) -> RequestContext:
     """The caller: whoever the bearer token names, or with AUTH_MODE=none the local user."""
-    context = await authenticate(request)
     # Links to attachments are absolute: without PUBLIC_URL they use the URL called.
-    return replace(context, base_url=str(request.base_url))
+    base_url = str(request.base_url)
+    if services.verifier is None:
+        settings = services.settings
+        owner = Owner(tenant_id=settings.local_tenant_id, user_id=settings.local_user_id)
+        return RequestContext(owner, role=LOCAL_USER_ROLE, base_url=base_url)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not scheme:
+        raise Unauthorized("This server needs a bearer token", token_given=False)
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("The Authorization header must be: Bearer <token>")
+    return replace(await services.verifier.verify(token), base_url=base_url)
 
 
-async def get_limiter(request: Request) -> Limiter:
-    limiter: Limiter = request.app.state.limiter
-    return limiter
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ServerDep = Annotated[ChatServer, Depends(get_server)]
-CheckerDep = Annotated[RequestChecker, Depends(get_checker)]
 ContextDep = Annotated[RequestContext, Depends(get_context)]
-LimiterDep = Annotated[Limiter, Depends(get_limiter)]

@@ -1,10 +1,18 @@
-"""The JSON error envelope every failure uses."""
+"""Every error leaves as the JSON envelope `{"error": {code, message}}`; nothing leaks a
+stack trace."""
 
+import logging
 from collections.abc import Mapping
 
+from chatkit.store import NotFoundError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from chatkit_backend.errors import RequestError
 from chatkit_backend.ops.metrics import count_error
+from chatkit_backend.store.engine import DATABASE_OUTAGES, is_database_outage
 
 
 def error_response(
@@ -17,3 +25,57 @@ def error_response(
     # Also set here: a 500 is sent from outside every middleware, the headers one included.
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
+
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+async def _request_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestError)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+
+async def _store_not_found(_: Request, exc: Exception) -> JSONResponse:
+    # Raised by the SDK's handlers when a record vanished after our checks ran.
+    return error_response(404, "not_found", "Not found")
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else "http_error"
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, "invalid_request", "The request is not valid")
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Connection refused or lost, a pool that cannot hand out a connection: the
+    # request may well succeed once the database is back, so 503, not 500.
+    logger.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
+    return error_response(
+        503,
+        "database_unavailable",
+        "The database is not answering; try again in a moment",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_outage(exc):
+        return await _database_unavailable(request, exc)
+    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return error_response(500, "internal_error", "The server could not handle this request")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(NotFoundError, _store_not_found)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for outage in DATABASE_OUTAGES:
+        app.add_exception_handler(outage, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,6 +1,6 @@
-"""Request ids, one access line per request, and request metrics.
+"""Middleware: request ids and access lines, security headers, CORS.
 
-Plain ASGI, like the security headers: a `BaseHTTPMiddleware` would buffer streams.
+Plain ASGI: a `BaseHTTPMiddleware` would buffer streams and hide client disconnects.
 The line is written when the response is done, so a stream's duration is the whole
 stream. It carries ids, types, status and timing; never bodies, messages or tokens.
 """
@@ -8,13 +8,16 @@ stream. It carries ids, types, status and timing; never bodies, messages or toke
 import logging
 import time
 
+from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatkit_backend.ops.logs import RequestInfo, current_request, request_id_from
 from chatkit_backend.ops.metrics import REQUESTS
-from chatkit_backend.ops.tracking import RequestInfo, current_request, request_id_from
+from chatkit_backend.settings import Settings
 
-logger = logging.getLogger("chatkit_backend.access")
+access_logger = logging.getLogger("chatkit_backend.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Probes and scrapes every few seconds would drown the lines that matter.
@@ -57,7 +60,7 @@ class RequestTracking:
         if path in QUIET_PATHS and status < 500:
             return
         level = logging.WARNING if status >= 500 else logging.INFO
-        logger.log(
+        access_logger.log(
             level,
             "%s %s %d",
             scope.get("method", ""),
@@ -71,3 +74,56 @@ class RequestTracking:
                 "outcome": info.outcome,
             },
         )
+
+
+# In development with no CORS_ORIGINS, pages served from this machine may call.
+LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Accept-Language", "chatkit-frame-instance-id"]
+# Readable by the page's script: how long to wait, and why a token was refused.
+EXPOSED_HEADERS = ["Retry-After", "WWW-Authenticate"]
+PREFLIGHT_MAX_AGE_SECONDS = 600
+
+
+class SecurityHeaders:
+    """Headers on every response. Plain ASGI: a `BaseHTTPMiddleware` would buffer
+    streams and hide client disconnects from the event-stream response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                # Conversations are private: no shared cache may keep a copy.
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    """CORS, security headers and request tracking, in that order from the inside out."""
+    origins = settings.cors_origin_list
+    regex = LOCAL_ORIGINS if origins is None and settings.env == "development" else None
+    if origins or regex:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins or [],
+            allow_origin_regex=regex,
+            allow_methods=["GET", "POST"],
+            allow_headers=ALLOWED_HEADERS,
+            expose_headers=EXPOSED_HEADERS,
+            # Bearer tokens, not cookies: credentials mode is never needed.
+            allow_credentials=False,
+            max_age=PREFLIGHT_MAX_AGE_SECONDS,
+        )
+    # Outside CORS, so the preflight answers CORS makes get the headers too.
+    app.add_middleware(SecurityHeaders)
+    # Outermost: ids and timings cover everything.
+    app.add_middleware(RequestTracking)

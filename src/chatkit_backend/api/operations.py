@@ -1,51 +1,53 @@
-"""Operations wiring: request tracking, metrics, answer locks, graceful shutdown."""
+"""Routes for operators: liveness, readiness and Prometheus metrics."""
 
-import asyncio
-import contextlib
+import hmac
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
-from chatkit_backend.answering import AnswerLocks
-from chatkit_backend.api.metrics import router as metrics_router
-from chatkit_backend.api.observability import RequestTracking
-from chatkit_backend.ops.metrics import process_exiting, watch_pool
-from chatkit_backend.ops.shutdown import Drain
-from chatkit_backend.settings import Settings
-from chatkit_backend.store.leases import ThreadLeases
+from chatkit_backend.api.deps import ServicesDep
+from chatkit_backend.api.errors import error_response
+from chatkit_backend.errors import Unauthorized
+from chatkit_backend.ops.metrics import render
 
 logger = logging.getLogger(__name__)
 
-
-def install_operations(app: FastAPI, settings: Settings, engine: AsyncEngine) -> None:
-    """Shared state on `app.state`, the /metrics route, and the outermost middleware."""
-    app.state.drain = Drain(settings.shutdown_grace_seconds)
-    app.state.answer_locks = AnswerLocks(ThreadLeases(engine))
-    if settings.metrics_enabled:
-        app.include_router(metrics_router)
-        if settings.env == "production" and settings.metrics_token is None:
-            logger.warning("/metrics is open to anyone who can reach the server: set METRICS_TOKEN")
-    # Added after the others, so it is outermost: ids and timings cover everything.
-    app.add_middleware(RequestTracking)
+health_router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
 
 
-@asynccontextmanager
-async def operations_running(
-    app: FastAPI, engine: AsyncEngine, settings: Settings, hook_signals: bool
-) -> AsyncIterator[None]:
-    """For the app's lifespan: watch the pool, hear SIGTERM (when serving), clean up."""
-    drain: Drain = app.state.drain
-    undo = drain.hook_signals() if hook_signals else None
-    pool_watch = asyncio.create_task(watch_pool(engine, settings.database_pool_size))
+@health_router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health_router.get("/readyz", summary="The database answers")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    if services.drain.draining:
+        # Load balancers stop sending new requests; open streams are finishing.
+        return error_response(503, "shutting_down", "The server is shutting down")
     try:
-        yield
-    finally:
-        if undo is not None:
-            undo()
-        pool_watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pool_watch
-        process_exiting()
+        async with services.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        logger.warning("readiness check failed: %s", type(exc).__name__)
+        return error_response(503, "database_unavailable", "The database is not answering")
+    return JSONResponse({"status": "ready"})
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    token = services.settings.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        # Constant-time, so the token cannot be guessed a byte at a time.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise Unauthorized(
+                "Metrics need the METRICS_TOKEN bearer token", token_given=bool(scheme)
+            )
+    body, content_type = render()
+    return Response(content=body, media_type=content_type)

@@ -1,4 +1,5 @@
-"""From request bytes to a validated ChatKit request, or a clear 4xx."""
+"""From request bytes to a validated ChatKit request, or a clear 4xx; the request shapes
+of the original design notes are accepted alongside the SDK's own."""
 
 import json
 from typing import Any, get_args
@@ -8,7 +9,6 @@ from fastapi import Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 
-from chatkit_backend.api.compat import normalise
 from chatkit_backend.errors import InvalidRequest, PayloadTooLarge, UnknownType
 
 # Built once: the SDK's `process()` builds this adapter for every request.
@@ -104,3 +104,42 @@ def _summary(exc: ValidationError) -> str:
         parts.append(f"{location}: {error['msg']}")
     more = exc.error_count() - _MAX_REPORTED_ERRORS
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+# Old name -> SDK name. `messages.send` is resolved per request (see below).
+TYPE_ALIASES = {"threads.get": "threads.get_by_id"}
+
+
+def normalise(body: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite seed-shape requests into the SDK's shapes; leave everything else alone."""
+    kind = body.get("type")
+    params = body.get("params")
+    if not isinstance(params, dict):
+        return body
+    if kind == "messages.send":
+        kind = "threads.add_user_message" if params.get("thread_id") else "threads.create"
+        params = {key: value for key, value in params.items() if key != "thread_id" or value}
+    kind = TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    if "input" in params:
+        params = {**params, "input": _input(params["input"])}
+    return {**body, "type": kind, "params": params}
+
+
+def _input(value: Any) -> Any:
+    if isinstance(value, str):
+        value = {"content": [{"type": "input_text", "text": value}]}
+    if not isinstance(value, dict):
+        return value
+    value = {"attachments": [], "inference_options": {}, **value}
+    content = value.get("content")
+    if isinstance(content, str):
+        value["content"] = [{"type": "input_text", "text": content}]
+    elif isinstance(content, list):
+        value["content"] = [_part(part) for part in content]
+    return value
+
+
+def _part(part: Any) -> Any:
+    if isinstance(part, dict) and part.get("type") == "text":
+        return {**part, "type": "input_text"}
+    return part

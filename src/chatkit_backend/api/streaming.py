@@ -1,4 +1,5 @@
-"""Server-sent events that end cleanly and notice a client that went away."""
+"""Streamed answers over HTTP: refusals before the first byte, then server-sent events
+that end cleanly and notice a client that went away."""
 
 import logging
 import math
@@ -8,10 +9,16 @@ from typing import Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 from chatkit.errors import ErrorCode
-from chatkit.types import ErrorEvent
+from chatkit.server import StreamingResult
+from chatkit.types import ChatKitReq, ErrorEvent
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from chatkit_backend.api.deps import Services
+from chatkit_backend.chat.leases import AnswerLock
+from chatkit_backend.chat.stream import AnswerStream
+from chatkit_backend.context import RequestContext
+from chatkit_backend.errors import Unavailable
 from chatkit_backend.ops.shutdown import Drain
 
 logger = logging.getLogger(__name__)
@@ -19,7 +26,6 @@ logger = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # An SSE comment: clients ignore it, proxies see traffic.
 KEEPALIVE_FRAME = b": keep-alive\n\n"
-ERROR_EVENT_PREFIX = b'data: {"type":"error"'
 SHUTDOWN_MESSAGE = (
     "The server is restarting. Your message and the answer so far are saved; "
     "send your message again to continue."
@@ -40,7 +46,7 @@ class StreamHooks(Protocol):
         """Called with each frame before it is sent."""
 
     async def closed(self, outcome: str) -> None:
-        """Called once: completed, error, cancelled (client gone) or drained (shutdown)."""
+        """Called once: completed, error (it raised), cancelled (client gone) or drained."""
 
 
 class EventStreamResponse(StreamingResponse):
@@ -142,7 +148,6 @@ class EventStreamResponse(StreamingResponse):
                 async for frame in self.frames:
                     if self.hooks is not None:
                         await self.hooks.frame(frame)
-                    error = error or frame.startswith(ERROR_EVENT_PREFIX)
                     sender.send_nowait(frame)
             except Exception as exc:
                 logger.warning("stream failed: %s", type(exc).__name__)
@@ -173,3 +178,31 @@ class EventStreamResponse(StreamingResponse):
     async def _end_at_drain_deadline(self, drain: Drain, producer: anyio.CancelScope) -> None:
         await drain.deadline()
         producer.cancel()
+
+
+async def start_stream(
+    services: Services, chatkit_request: ChatKitReq, context: RequestContext
+) -> EventStreamResponse:
+    """Refuse (503 draining, 429 slots, 409 busy thread) before any byte; then stream."""
+    if services.drain.draining:
+        raise Unavailable("The server is restarting; try again in a moment", "shutting_down")
+    slot = services.limiter.open_stream(context.owner)
+    lock: AnswerLock | None = None
+    try:
+        thread_id = getattr(chatkit_request.params, "thread_id", None)
+        if isinstance(thread_id, str):
+            lock = await services.locks.acquire(thread_id, context)
+        result = await services.server.handle(chatkit_request, context)
+    except BaseException:
+        slot.release()
+        if lock is not None:
+            await lock.release()
+        raise
+    assert isinstance(result, StreamingResult)
+    hooks = AnswerStream(chatkit_request.type, context, services.locks, lock, slot)
+    return EventStreamResponse(
+        result.json_events,
+        hooks=hooks,
+        keepalive_seconds=services.settings.sse_keepalive_seconds,
+        drain=services.drain,
+    )

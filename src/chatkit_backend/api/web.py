@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from chatkit_backend import __version__
 from chatkit_backend.errors import NotFound
@@ -24,8 +24,6 @@ CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-
-router = APIRouter(include_in_schema=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,32 +99,26 @@ def render_page(template: str, settings: Settings) -> str:
 PAGE_HEADERS = {"Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
-@router.get("/")
-async def index(request: Request) -> Response:
-    page: bytes = request.app.state.web_page
-    headers = {**PAGE_HEADERS, "Content-Security-Policy": request.app.state.web_csp}
-    return Response(page, media_type="text/html; charset=utf-8", headers=headers)
-
-
-@router.get("/web/{name}")
-async def asset(name: str, request: Request) -> Response:
-    assets: dict[str, Asset] = request.app.state.web_assets
-    found = assets.get(name)
-    if found is None:
-        raise NotFound("Not found")
-    # Revalidated on every load, so a new version shows at once; unchanged files are 304s.
-    headers = {"ETag": found.etag, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == found.etag:
-        return Response(status_code=304, headers=headers)
-    return Response(found.body, media_type=found.content_type, headers=headers)
-
-
-def install_web(app: FastAPI, settings: Settings) -> None:
-    """Serve the page unless WEB_UI=off."""
-    if settings.web_ui == "off":
-        return
+def web_router(settings: Settings) -> APIRouter:
+    """The page and its static files, read and rendered once."""
     template, assets = load_assets()
-    app.state.web_page = render_page(template, settings).encode()
-    app.state.web_csp = content_security_policy(settings)
-    app.state.web_assets = assets
-    app.include_router(router)
+    page = render_page(template, settings).encode()
+    page_headers = {**PAGE_HEADERS, "Content-Security-Policy": content_security_policy(settings)}
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    async def index() -> Response:
+        return Response(page, media_type="text/html; charset=utf-8", headers=page_headers)
+
+    @router.get("/web/{name}")
+    async def asset(name: str, request: Request) -> Response:
+        found = assets.get(name)
+        if found is None:
+            raise NotFound("Not found")
+        # Revalidated on every load, so a new version shows at once; unchanged files are 304s.
+        headers = {"ETag": found.etag, "Cache-Control": "no-cache"}
+        if request.headers.get("if-none-match") == found.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(found.body, media_type=found.content_type, headers=headers)
+
+    return router

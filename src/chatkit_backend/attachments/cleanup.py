@@ -4,14 +4,17 @@ record, and uploads abandoned halfway. Safe to run from several processes at onc
 import logging
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import anyio
 
-from chatkit_backend.attachments.storage import AttachmentStorage
+from chatkit_backend.attachments.service import AttachmentService
+from chatkit_backend.attachments.storage import AttachmentStorage, LocalDiskStorage
+from chatkit_backend.settings import Settings
 from chatkit_backend.store.attachments import AttachmentRecords
+from chatkit_backend.store.engine import open_engine
 
 logger = logging.getLogger(__name__)
 
@@ -101,3 +104,25 @@ async def cleaning(
             yield
         finally:
             tasks.cancel_scope.cancel()
+
+
+def cleanup_schedule(
+    settings: Settings, service: AttachmentService
+) -> AbstractAsyncContextManager[None]:
+    """The in-server cleanup (ATTACHMENT_CLEANUP_INTERVAL_SECONDS; 0: none), for the lifespan."""
+    return cleaning(
+        service.records,
+        service.storage,
+        settings.attachment_cleanup_interval_seconds,
+        timedelta(hours=settings.attachment_unsent_ttl_hours),
+    )
+
+
+async def clean_up_once(settings: Settings) -> CleanupReport:
+    """One cleanup pass on its own engine: `chatkit-backend cleanup`, e.g. from cron."""
+    async with open_engine(settings) as engine:
+        return await clean_up(
+            AttachmentRecords(engine),
+            LocalDiskStorage(settings.attachments_dir),
+            timedelta(hours=settings.attachment_unsent_ttl_hours),
+        )

@@ -1,12 +1,20 @@
-"""What a file's bytes are, whatever its name or declared type says.
+"""What an upload is: its type by its bytes, checked against its claim, and a safe name.
 
-Fed chunk by chunk while an upload streams to storage: the first bytes decide the
-binary formats by their magic numbers; text must be valid UTF-8 all the way through.
+The sniffer is fed chunk by chunk while an upload streams to storage: the first bytes
+decide the binary formats by their magic numbers; text must be valid UTF-8 all the way
+through. The claim (declared type, or extension) is then judged against that (see
+`verified_type`), and the client's file name is made safe to store, show and send back.
 """
 
 import codecs
 import re
+import unicodedata
+from collections.abc import Collection
+from pathlib import PurePosixPath
 from typing import Final
+from urllib.parse import quote
+
+from chatkit_backend.errors import UnsupportedMediaType
 
 # The binary types this server can recognise, by their first bytes.
 PNG: Final = "image/png"
@@ -74,3 +82,161 @@ class ContentSniffer:
         if self._text and self._looks_like_text(b"", final=True):
             return TEXT
         return UNKNOWN
+
+
+PLAIN_TEXT: Final = "text/plain"
+GENERIC: Final = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+IMAGES: Final = frozenset({PNG, JPEG, GIF, WEBP})
+_TEXT_APPLICATION_TYPES: Final = frozenset(
+    {
+        "application/json",
+        "application/xml",
+        "application/javascript",
+        "application/x-javascript",
+        "application/typescript",
+        "application/x-sh",
+        "application/x-yaml",
+        "application/yaml",
+        "application/toml",
+        "application/sql",
+        "application/x-python",
+        "application/ld+json",
+    }
+)
+# Extensions whose declared type browsers get wrong or leave empty.
+EXTENSION_TYPES: Final = {
+    ".txt": PLAIN_TEXT,
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".py": "text/x-python",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".ts": "text/x-typescript",
+    ".tsx": "text/x-typescript",
+    ".jsx": "text/javascript",
+    ".go": "text/x-go",
+    ".rs": "text/x-rust",
+    ".java": "text/x-java",
+    ".kt": "text/x-kotlin",
+    ".c": "text/x-c",
+    ".h": "text/x-c",
+    ".cpp": "text/x-c++",
+    ".cs": "text/x-csharp",
+    ".rb": "text/x-ruby",
+    ".php": "text/x-php",
+    ".sh": "text/x-shellscript",
+    ".sql": "text/x-sql",
+    ".yaml": "text/yaml",
+    ".yml": "text/yaml",
+    ".toml": "text/x-toml",
+    ".log": PLAIN_TEXT,
+    ".png": PNG,
+    ".jpg": JPEG,
+    ".jpeg": JPEG,
+    ".gif": GIF,
+    ".webp": WEBP,
+    ".pdf": PDF,
+}
+
+
+def normalise(mime_type: str) -> str:
+    """`Text/Plain; charset=utf-8` -> `text/plain`."""
+    return mime_type.split(";", 1)[0].strip().lower()
+
+
+def is_text_like(mime_type: str) -> bool:
+    # Not image/svg+xml: an image that can carry scripts is refused, not kept as text.
+    return (
+        mime_type.startswith("text/")
+        or mime_type in _TEXT_APPLICATION_TYPES
+        or (mime_type.startswith("application/") and mime_type.endswith(("+json", "+xml")))
+    )
+
+
+def is_image(mime_type: str) -> bool:
+    return mime_type in IMAGES
+
+
+def claimed_type(declared: str, name: str) -> str:
+    """What the client says the file is: the declared type, unless it is generic or a
+    non-text type on a file whose extension says text (browsers call `.ts` video)."""
+    declared = normalise(declared)
+    by_extension = EXTENSION_TYPES.get(PurePosixPath(name.lower()).suffix)
+    if by_extension is None:
+        return declared
+    if declared in GENERIC or (is_text_like(by_extension) and not is_text_like(declared)):
+        return by_extension
+    return declared
+
+
+def accepted_claim(claim: str, allowed: Collection[str]) -> str:
+    """The type to record for a claim, before the bytes are seen; 415 if none is allowed."""
+    if claim in allowed:
+        return claim
+    if is_text_like(claim) and PLAIN_TEXT in allowed:
+        return PLAIN_TEXT
+    shown = claim or "untyped"
+    raise UnsupportedMediaType(f"{shown[:100]} files are not accepted here")
+
+
+def verified_type(content: str, claim: str, allowed: Collection[str]) -> str:
+    """The type to store, given what the sniffer found (`content`); 415 on a mismatch.
+
+    `claim` is a generic type or the result of `accepted_claim`.
+    """
+    if content in (*IMAGES, PDF):
+        if claim in GENERIC or claim == content or (is_image(claim) and is_image(content)):
+            return accepted_claim(content, allowed)
+        raise UnsupportedMediaType(f"The file's content is {content}, not {claim}")
+    if content == TEXT:
+        if claim in GENERIC:
+            return accepted_claim(PLAIN_TEXT, allowed)
+        if is_text_like(claim):
+            return accepted_claim(claim, allowed)
+        raise UnsupportedMediaType(f"The file's content is text, not {claim}")
+    if claim in GENERIC:
+        raise UnsupportedMediaType("The file's type could not be recognised")
+    if is_text_like(claim):
+        raise UnsupportedMediaType(f"The file is not UTF-8 text, so not {claim}")
+    if is_image(claim) or claim == PDF:
+        raise UnsupportedMediaType(f"The file's content is not {claim}")
+    return accepted_claim(claim, allowed)
+
+
+MAX_NAME_LENGTH = 200
+FALLBACK_NAME = "file"
+# Characters that are path separators or special somewhere (Windows, shells, headers).
+_UNSAFE = set('\\/"<>:|?*')
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
+
+
+def safe_name(name: str) -> str:
+    """The last path component, without control or direction-override characters,
+    unsafe punctuation or surrounding dots and spaces, at most 200 characters with
+    the extension kept. Never empty."""
+    name = unicodedata.normalize("NFC", name)
+    name = re.split(r"[\\/]", name)[-1]
+    # Category C covers controls and format characters such as U+202E, which can make
+    # `exe.txt` display as `txt.exe`.
+    kept = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C" and ch not in _UNSAFE)
+    kept = " ".join(kept.split()).strip(" .")
+    if not kept:
+        return FALLBACK_NAME
+    if _WINDOWS_RESERVED.match(kept):
+        kept = f"_{kept}"
+    if len(kept) > MAX_NAME_LENGTH:
+        stem, dot, extension = kept.rpartition(".")
+        if dot and 0 < len(extension) <= 16:
+            kept = stem[: MAX_NAME_LENGTH - len(extension) - 1].rstrip(" .") + "." + extension
+        else:
+            kept = kept[:MAX_NAME_LENGTH]
+    return kept
+
+
+def content_disposition(disposition: str, name: str) -> str:
+    """`inline` or `attachment` with the name for old clients (ASCII) and new (RFC 6266)."""
+    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_")
+    ascii_name = ascii_name.replace("\\", "_").replace('"', "_")
+    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

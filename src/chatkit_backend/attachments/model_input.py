@@ -8,6 +8,7 @@ Both model APIs accept these parts: the Agents SDK turns `input_image` and `inpu
 """
 
 import base64
+import re
 from typing import Any
 
 from agents.items import TResponseInputItem
@@ -19,8 +20,8 @@ from openai.types.responses import (
     ResponseInputTextParam,
 )
 
-from chatkit_backend.attachments import media_types, sniffing
-from chatkit_backend.attachments.labels import label
+from chatkit_backend.attachments import content as media_types
+from chatkit_backend.attachments import content as sniffing
 from chatkit_backend.attachments.storage import AttachmentStorage, BlobMissing
 
 # About 12k tokens: enough for a page of code or a small CSV, not a whole book.
@@ -92,3 +93,11 @@ def with_parts(
         return converted
     message["content"] = [*message["content"], *parts]
     return converted
+
+
+LABEL = re.compile(r'^Attached file "(?P<name>[^"\n]+)" \((?P<type>[^()\s]+)\)')
+
+
+def label(name: str, mime_type: str) -> str:
+    # Stored names never contain quotes or newlines (see names.safe_name).
+    return f'Attached file "{name}" ({mime_type})'

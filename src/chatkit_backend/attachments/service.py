@@ -6,8 +6,9 @@ removed before the bytes, so a failure in between leaves at worst unreferenced b
 which `cleanup` sweeps.
 """
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from types import TracebackType
 
 import anyio
 from chatkit.store import AttachmentStore
@@ -20,12 +21,16 @@ from chatkit.types import (
 )
 from pydantic import AnyUrl
 
-from chatkit_backend.attachments import media_types
-from chatkit_backend.attachments.links import AttachmentLinks
-from chatkit_backend.attachments.names import safe_name
-from chatkit_backend.attachments.receiving import Incoming
-from chatkit_backend.attachments.signing import LinkKind
-from chatkit_backend.attachments.storage import AttachmentStorage, BlobExists, BlobMissing
+from chatkit_backend.attachments import content as media_types
+from chatkit_backend.attachments.content import ContentSniffer, safe_name
+from chatkit_backend.attachments.links import AttachmentLinks, LinkKind, LinkSigner, signing_key
+from chatkit_backend.attachments.storage import (
+    AttachmentStorage,
+    BlobExists,
+    BlobMissing,
+    BlobWriter,
+    LocalDiskStorage,
+)
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import (
     Conflict,
@@ -35,8 +40,53 @@ from chatkit_backend.errors import (
     PayloadTooLarge,
     RequestError,
 )
-from chatkit_backend.store.attachments import AttachmentRecord, AttachmentRecords, owner_of
-from chatkit_backend.store.ids import new_id
+from chatkit_backend.settings import Settings
+from chatkit_backend.store.attachments import AttachmentRecord, AttachmentRecords
+from chatkit_backend.store.sql_store import new_id
+
+
+class Incoming:
+    """Use as `async with`: leaving without `commit()` (or by an error) discards the bytes."""
+
+    def __init__(self, storage: AttachmentStorage, key: str) -> None:
+        self.writer: BlobWriter = storage.writer(key)
+        self.sniffer = ContentSniffer()
+
+    @property
+    def size(self) -> int:
+        return self.sniffer.size
+
+    @property
+    def content(self) -> str:
+        """What the bytes are (see `sniffing`); ask after `take`."""
+        return self.sniffer.result()
+
+    async def take(
+        self, chunks: AsyncIterator[bytes], limit: int, too_large: Callable[[], RequestError]
+    ) -> None:
+        """Write every chunk; raise `too_large()` as soon as more than `limit` bytes came."""
+        async for chunk in chunks:
+            if self.sniffer.size + len(chunk) > limit:
+                raise too_large()
+            self.sniffer.feed(chunk)
+            await self.writer.write(chunk)
+
+    async def commit(self) -> None:
+        await self.writer.commit()
+
+    async def __aenter__(self) -> "Incoming":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Also when the client went away and this task is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await self.writer.abort()
+
 
 BAD_LINK = "This link is invalid or has expired"
 
@@ -89,13 +139,13 @@ class AttachmentService(AttachmentStore[RequestContext]):
             claim = media_types.accepted_claim(claim, self.limits.allowed_types)
         attachment_id = self.generate_attachment_id(claim, context)
         base = self._base(context)
-        upload_url = self.links.url("upload", attachment_id, owner_of(context), base)
+        upload_url = self.links.url("upload", attachment_id, context.owner, base)
         attachment = self._attachment(attachment_id, name, claim or "application/octet-stream")
         attachment = self.links.present(attachment, context).model_copy(
             # The ChatKit client POSTs multipart/form-data with a `file` field here.
             update={"upload_descriptor": AttachmentUploadDescriptor(url=upload_url, method="POST")}
         )
-        await self.records.create(attachment, owner_of(context), input.size, uploaded=False)
+        await self.records.create(attachment, context.owner, input.size, uploaded=False)
         return attachment
 
     async def receive_pending(self, record: AttachmentRecord, upload: Upload) -> Attachment:
@@ -144,7 +194,7 @@ class AttachmentService(AttachmentStore[RequestContext]):
             await self._commit(incoming)
         attachment = self.links.present(self._attachment(attachment_id, name, mime_type), context)
         try:
-            await self.records.create(attachment, owner_of(context), incoming.size, uploaded=True)
+            await self.records.create(attachment, context.owner, incoming.size, uploaded=True)
         except BaseException:
             await self._forget([attachment_id])
             raise
@@ -155,7 +205,7 @@ class AttachmentService(AttachmentStore[RequestContext]):
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
         # The SDK deletes the record after this; doing it here, owner-scoped, first means
         # another owner's id can never reach the bytes.
-        if await self.records.delete(attachment_id, owner_of(context)):
+        if await self.records.delete(attachment_id, context.owner):
             await self._forget([attachment_id])
 
     async def delete_files(self, attachment_ids: Iterable[str]) -> None:
@@ -220,3 +270,17 @@ class AttachmentService(AttachmentStore[RequestContext]):
         with anyio.CancelScope(shield=True):
             for attachment_id in attachment_ids:
                 await self.storage.delete(attachment_id)
+
+
+def build_attachments(settings: Settings, records: AttachmentRecords) -> AttachmentService:
+    """The attachment service the settings describe."""
+    # Local disk for now; an S3-compatible `AttachmentStorage` would be chosen here.
+    storage = LocalDiskStorage(settings.attachments_dir)
+    links = AttachmentLinks(
+        LinkSigner(signing_key(settings)),
+        settings.public_url,
+        url_ttl=settings.attachment_url_ttl_seconds,
+        upload_ttl=settings.attachment_upload_ttl_seconds,
+    )
+    limits = Limits(settings.max_attachment_bytes, frozenset(settings.allowed_attachment_types))
+    return AttachmentService(records, storage, links, limits)

@@ -4,9 +4,15 @@ Callers name blobs by key (the attachment id) and never see paths or buckets, so
 S3-compatible store can replace the local disk without touching them.
 """
 
+import os
+import re
+import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
+
+import anyio
 
 
 class BlobMissing(Exception):
@@ -52,3 +58,131 @@ class AttachmentStorage(Protocol):
 
     async def purge_incomplete(self, cutoff: datetime) -> int:
         """Remove writes abandoned before `cutoff` (a crash mid-upload); return how many."""
+
+
+# Keys become file names: nothing that could climb out of the directory.
+KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+CHUNK_BYTES = 64 * 1024
+
+
+def _check_key(key: str) -> str:
+    if not KEY.fullmatch(key):
+        raise ValueError("not a valid blob key")
+    return key
+
+
+class LocalDiskWriter:
+    """Writes to a private partial file; `commit` moves it under its key."""
+
+    def __init__(self, storage: "LocalDiskStorage", key: str) -> None:
+        self.final = storage.path_of(key)
+        self.partial = storage.partial_dir / f"{secrets.token_hex(16)}.part"
+        self._file: anyio.AsyncFile[bytes] | None = None
+        self._done = False
+
+    async def write(self, chunk: bytes) -> None:
+        if self._file is None:
+            await anyio.Path(self.partial.parent).mkdir(parents=True, exist_ok=True)
+            self._file = await anyio.open_file(self.partial, "xb")
+        await self._file.write(chunk)
+
+    async def commit(self) -> None:
+        if self._file is None:  # nothing written: an empty blob
+            await self.write(b"")
+        assert self._file is not None
+        await self._file.flush()
+        # The bytes must be on disk before the database says they are there.
+        await anyio.to_thread.run_sync(os.fsync, self._file.wrapped.fileno())
+        await self._close()
+        try:
+            await anyio.to_thread.run_sync(self._publish)
+        except FileExistsError:
+            await self.abort()
+            raise BlobExists(self.final.name) from None
+        self._done = True
+
+    def _publish(self) -> None:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL claims the name atomically: of two concurrent writers only one wins,
+        # and a blob, once written, is never replaced.
+        os.close(os.open(self.final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(self.partial, self.final)
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        await self._close()
+        await anyio.Path(self.partial).unlink(missing_ok=True)
+
+    async def _close(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            await file.aclose()
+
+
+class LocalDiskStorage:
+    """`AttachmentStorage` on a local (or mounted) directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs"
+        self.partial_dir = self.root / "partial"
+
+    def path_of(self, key: str) -> Path:
+        # Two levels keep directories small; the key's tail is its most random part.
+        return self.blob_dir / _check_key(key)[-2:] / key
+
+    def writer(self, key: str) -> LocalDiskWriter:
+        return LocalDiskWriter(self, key)
+
+    async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
+        try:
+            file = await anyio.open_file(self.path_of(key), "rb")
+        except FileNotFoundError:
+            raise BlobMissing(key) from None
+        async with file:
+            while chunk := await file.read(CHUNK_BYTES):
+                yield chunk
+
+    async def read(self, key: str, limit: int) -> bytes:
+        try:
+            async with await anyio.open_file(self.path_of(key), "rb") as file:
+                return await file.read(limit)
+        except FileNotFoundError:
+            raise BlobMissing(key) from None
+
+    async def size(self, key: str) -> int:
+        try:
+            return (await anyio.Path(self.path_of(key)).stat()).st_size
+        except FileNotFoundError:
+            raise BlobMissing(key) from None
+
+    async def delete(self, key: str) -> None:
+        await anyio.Path(self.path_of(key)).unlink(missing_ok=True)
+
+    async def keys_older_than(self, cutoff: datetime) -> AsyncIterator[str]:
+        keys = await anyio.to_thread.run_sync(self._old_files, self.blob_dir, cutoff, True)
+        for key in keys:
+            yield key
+
+    async def purge_incomplete(self, cutoff: datetime) -> int:
+        stale = await anyio.to_thread.run_sync(self._old_files, self.partial_dir, cutoff, False)
+        for name in stale:
+            await anyio.Path(self.partial_dir / name).unlink(missing_ok=True)
+        return len(stale)
+
+    @staticmethod
+    def _old_files(directory: Path, cutoff: datetime, nested: bool) -> list[str]:
+        if not directory.is_dir():
+            return []
+        limit = cutoff.timestamp()
+        folders = [d for d in directory.iterdir() if d.is_dir()] if nested else [directory]
+        names: list[str] = []
+        for folder in folders:
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            names += [e.name for e in entries if e.is_file() and e.stat().st_mtime < limit]
+        return names if not nested else [name for name in names if KEY.fullmatch(name)]

@@ -1,1 +1,2 @@
-"""TODO"""
+"""One ChatKit turn: checks before the stream, limits, the thread lease, the server,
+and the stream's hooks."""

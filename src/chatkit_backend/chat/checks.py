@@ -31,7 +31,6 @@ from chatkit.types import (
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import InvalidRequest, NotFound, NotSupported
 from chatkit_backend.settings import Settings
-from chatkit_backend.store.attachments import owner_of
 from chatkit_backend.store.sql_store import SQLStore
 
 MAX_TITLE_LENGTH = 500
@@ -120,7 +119,7 @@ class RequestChecker:
             raise NotFound(f"Item {item_id} not found") from None
 
     async def _attachment(self, attachment_id: str, context: RequestContext) -> None:
-        if await self.store.attachments.load(attachment_id, owner_of(context)) is None:
+        if await self.store.attachments.load(attachment_id, context.owner) is None:
             raise NotFound(f"Attachment {attachment_id} not found")
 
     async def _input(
@@ -152,7 +151,7 @@ class RequestChecker:
         if len(set(attachment_ids)) != len(attachment_ids):
             raise InvalidRequest("The same attachment is listed twice")
         for attachment_id in attachment_ids:
-            record = await self.store.attachments.load(attachment_id, owner_of(context))
+            record = await self.store.attachments.load(attachment_id, context.owner)
             if record is None:
                 raise NotFound(f"Attachment {attachment_id} not found")
             if not record.uploaded:

@@ -11,19 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from chatkit_backend.context import RequestContext
+from chatkit_backend.context import Owner
 from chatkit_backend.errors import TooManyRequests
 
 # A refused stream cannot know when the user's other streams end; this is a hint.
 STREAM_RETRY_AFTER_SECONDS = 2
 # How often idle buckets are dropped, so the table does not grow with every user seen.
 _PRUNE_EVERY_SECONDS = 60.0
-
-Key = tuple[str, str]
-
-
-def _key(context: RequestContext) -> Key:
-    return (context.tenant_id, context.user_id)
 
 
 class StreamLease:
@@ -41,10 +35,10 @@ class StreamLease:
 class Limiter(Protocol):
     """What the API layer needs from a limiter."""
 
-    def admit_request(self, context: RequestContext) -> None:
-        """Count one request; raise `TooManyRequests` when the caller is over the rate."""
+    def admit_request(self, owner: Owner) -> None:
+        """Count one request; raise `TooManyRequests` when the owner is over the rate."""
 
-    def open_stream(self, context: RequestContext) -> StreamLease:
+    def open_stream(self, owner: Owner) -> StreamLease:
         """Take a stream slot; raise `TooManyRequests` when all are in use."""
 
 
@@ -61,16 +55,16 @@ class RateLimiter:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.clock = clock
-        self._buckets: dict[Key, _Bucket] = {}
+        self._buckets: dict[Owner, _Bucket] = {}
         self._pruned_at = clock()
 
-    def take(self, key: Key) -> float:
+    def take(self, owner: Owner) -> float:
         """Take one token; return 0 when granted, else the seconds until one is free."""
         now = self.clock()
         self._prune(now)
-        bucket = self._buckets.get(key)
+        bucket = self._buckets.get(owner)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(self.capacity, now)
+            bucket = self._buckets[owner] = _Bucket(self.capacity, now)
         else:
             bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
@@ -101,23 +95,23 @@ class StreamSlots:
 
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
-        self._open: dict[Key, int] = {}
+        self._open: dict[Owner, int] = {}
 
-    def acquire(self, key: Key) -> StreamLease | None:
-        if self._open.get(key, 0) >= self.per_user:
+    def acquire(self, owner: Owner) -> StreamLease | None:
+        if self._open.get(owner, 0) >= self.per_user:
             return None
-        self._open[key] = self._open.get(key, 0) + 1
-        return StreamLease(lambda: self._release(key))
+        self._open[owner] = self._open.get(owner, 0) + 1
+        return StreamLease(lambda: self._release(owner))
 
-    def _release(self, key: Key) -> None:
-        remaining = self._open.get(key, 0) - 1
+    def _release(self, owner: Owner) -> None:
+        remaining = self._open.get(owner, 0) - 1
         if remaining > 0:
-            self._open[key] = remaining
+            self._open[owner] = remaining
         else:
-            self._open.pop(key, None)
+            self._open.pop(owner, None)
 
-    def open_count(self, key: Key) -> int:
-        return self._open.get(key, 0)
+    def open_count(self, owner: Owner) -> int:
+        return self._open.get(owner, 0)
 
 
 class InProcessLimiter:
@@ -132,15 +126,15 @@ class InProcessLimiter:
         self.rate = RateLimiter(requests_per_minute, clock)
         self.streams = StreamSlots(streams_per_user)
 
-    def admit_request(self, context: RequestContext) -> None:
-        wait = self.rate.take(_key(context))
+    def admit_request(self, owner: Owner) -> None:
+        wait = self.rate.take(owner)
         if wait > 0:
             raise TooManyRequests(
                 "Too many requests; try again shortly", retry_after_seconds=math.ceil(wait)
             )
 
-    def open_stream(self, context: RequestContext) -> StreamLease:
-        lease = self.streams.acquire(_key(context))
+    def open_stream(self, owner: Owner) -> StreamLease:
+        lease = self.streams.acquire(owner)
         if lease is None:
             raise TooManyRequests(
                 f"You already have {self.streams.per_user} answers in progress; "
@@ -149,6 +143,6 @@ class InProcessLimiter:
             )
         return lease
 
-    def open_streams(self, context: RequestContext) -> int:
+    def open_streams(self, owner: Owner) -> int:
         """How many streams the caller has open (for tests and diagnostics)."""
-        return self.streams.open_count(_key(context))
+        return self.streams.open_count(owner)

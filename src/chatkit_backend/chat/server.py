@@ -21,14 +21,11 @@ from chatkit.types import (
 )
 from openai.types.responses import ResponseInputContentParam, ResponseInputTextParam
 
-from chatkit_backend.agents.turn import Answerer
-from chatkit_backend.attachments.labels import label
-from chatkit_backend.attachments.model_input import AttachmentInput, with_parts
+from chatkit_backend.attachments.model_input import AttachmentInput, label, with_parts
 from chatkit_backend.attachments.service import AttachmentService
-from chatkit_backend.attachments.setup import attachment_input
 from chatkit_backend.context import RequestContext
+from chatkit_backend.runtime.answerer import Answerer
 from chatkit_backend.settings import Settings
-from chatkit_backend.store.attachments import owner_of
 from chatkit_backend.store.sql_store import SQLStore
 
 
@@ -81,14 +78,14 @@ class ChatServer(ChatKitServer[RequestContext]):
         answerer: Answerer,
         settings: Settings,
         attachments: AttachmentService | None = None,
+        attachment_input: AttachmentInput | None = None,
     ) -> None:
         super().__init__(store, attachments)
         self.sql_store = store
         self.answerer = answerer
         self.settings = settings
         self.attachments = attachments
-        files = attachment_input(settings, attachments) if attachments else None
-        self.converter = HistoryConverter(files)
+        self.converter = HistoryConverter(attachment_input)
 
     async def handle(
         self, request: ChatKitReq, context: RequestContext
@@ -104,7 +101,7 @@ class ChatServer(ChatKitServer[RequestContext]):
     async def _delete_thread(self, request: ThreadsDeleteReq, context: RequestContext) -> bytes:
         """Delete the thread, then its attachments' bytes (the store removes the records)."""
         assert self.attachments is not None
-        thread_id, owner = request.params.thread_id, owner_of(context)
+        thread_id, owner = request.params.thread_id, context.owner
         attachment_ids = await self.sql_store.attachments.ids_in_thread(thread_id, owner)
         result = await self._process_non_streaming(request, context)
         await self.attachments.delete_files(attachment_ids)

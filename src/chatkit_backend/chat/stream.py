@@ -1,23 +1,46 @@
-"""Starting a streamed answer: refusals that must come first, and what ends with it."""
+"""What happens around one streamed answer: the frames it sends, and what ends with it."""
 
 import json
+from enum import Enum, auto
 
-from chatkit.server import StreamingResult
-from chatkit.types import ChatKitReq
-from fastapi import Request
-
-from chatkit_backend.answering import AnswerLock, AnswerLocks
-from chatkit_backend.api.streaming import EventStreamResponse
+from chatkit_backend.chat.leases import AnswerLock, AnswerLocks
+from chatkit_backend.chat.limits import StreamLease
 from chatkit_backend.context import RequestContext
-from chatkit_backend.errors import Unavailable
-from chatkit_backend.limits import Limiter, StreamLease
+from chatkit_backend.ops.logs import current
 from chatkit_backend.ops.metrics import StreamObserver
-from chatkit_backend.ops.shutdown import Drain
-from chatkit_backend.ops.tracking import current
-from chatkit_backend.server import ChatServer
-from chatkit_backend.settings import Settings
 
-THREAD_CREATED = b'data: {"type":"thread.created"'
+
+class Frame(Enum):
+    """The kinds of frame the stream's hooks act on; everything else is `OTHER`."""
+
+    THREAD_CREATED = auto()
+    TEXT_DELTA = auto()
+    ERROR = auto()
+    OTHER = auto()
+
+
+# The SDK serialises events with `type` first, so a prefix tells the event apart.
+_THREAD_CREATED = b'data: {"type":"thread.created"'
+_ERROR = b'data: {"type":"error"'
+_ITEM_UPDATED = b'data: {"type":"thread.item.updated"'
+_TEXT_DELTA = b'"type":"assistant_message.content_part.text_delta"'
+
+
+def classify(frame: bytes) -> Frame:
+    """The kind of one `data: ...` frame, from its first bytes."""
+    if frame.startswith(_ITEM_UPDATED):
+        return Frame.TEXT_DELTA if _TEXT_DELTA in frame else Frame.OTHER
+    if frame.startswith(_THREAD_CREATED):
+        return Frame.THREAD_CREATED
+    if frame.startswith(_ERROR):
+        return Frame.ERROR
+    return Frame.OTHER
+
+
+def created_thread_id(frame: bytes) -> str:
+    """The new thread's id in a `thread.created` frame."""
+    thread_id: str = json.loads(frame.removeprefix(b"data: "))["thread"]["id"]
+    return thread_id
 
 
 class AnswerStream:
@@ -36,56 +59,33 @@ class AnswerStream:
         self.lock = lock
         self.slot = slot
         self.observer = StreamObserver(chatkit_type)
+        self.error_seen = False
 
     async def frame(self, frame: bytes) -> None:
-        if self.lock is None and frame.startswith(THREAD_CREATED):
-            # A new thread's id is known once the SDK has stored it; take its lease
-            # before anyone can learn the id from this frame and send to it.
-            thread_id = json.loads(frame.removeprefix(b"data: "))["thread"]["id"]
-            if (info := current()) is not None:
-                info.thread_id = thread_id
-            self.lock = await self.locks.acquire(thread_id, self.context)
-        self.observer.frame(frame)
+        """Called with each frame before it is sent."""
+        match classify(frame):
+            case Frame.TEXT_DELTA:
+                self.observer.text_delta()
+            case Frame.THREAD_CREATED if self.lock is None:
+                # A new thread's id is known once the SDK has stored it; take its lease
+                # before anyone can learn the id from this frame and send to it.
+                thread_id = created_thread_id(frame)
+                if (info := current()) is not None:
+                    info.thread_id = thread_id
+                self.lock = await self.locks.acquire(thread_id, self.context)
+            case Frame.ERROR:
+                self.error_seen = True
+                self.observer.error_event()
+            case _:
+                pass
 
     async def closed(self, outcome: str) -> None:
+        """Called once: completed, error, cancelled (client gone) or drained (shutdown)."""
+        if outcome == "completed" and self.error_seen:
+            outcome = "error"
         self.slot.release()
         if (info := current()) is not None:
             info.outcome = outcome
         self.observer.ended(outcome)
         if self.lock is not None:
             await self.lock.release()
-
-
-async def start_stream(
-    request: Request,
-    chatkit_request: ChatKitReq,
-    context: RequestContext,
-    server: ChatServer,
-    limiter: Limiter,
-) -> EventStreamResponse:
-    """Refuse (503 draining, 429 slots, 409 busy thread) before any byte; then stream."""
-    settings: Settings = request.app.state.settings
-    drain: Drain = request.app.state.drain
-    locks: AnswerLocks = request.app.state.answer_locks
-    if drain.draining:
-        raise Unavailable("The server is restarting; try again in a moment", "shutting_down")
-    slot = limiter.open_stream(context)
-    lock: AnswerLock | None = None
-    try:
-        thread_id = getattr(chatkit_request.params, "thread_id", None)
-        if isinstance(thread_id, str):
-            lock = await locks.acquire(thread_id, context)
-        result = await server.handle(chatkit_request, context)
-    except BaseException:
-        slot.release()
-        if lock is not None:
-            await lock.release()
-        raise
-    assert isinstance(result, StreamingResult)
-    hooks = AnswerStream(chatkit_request.type, context, locks, lock, slot)
-    return EventStreamResponse(
-        result.json_events,
-        hooks=hooks,
-        keepalive_seconds=settings.sse_keepalive_seconds,
-        drain=drain,
-    )

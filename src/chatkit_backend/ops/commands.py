@@ -17,7 +17,7 @@ from chatkit.types import (
 from pydantic import TypeAdapter
 
 from chatkit_backend.settings import Settings
-from chatkit_backend.store.engine import create_engine
+from chatkit_backend.store.engine import open_engine
 from chatkit_backend.store.maintenance import Maintenance, ThreadRecord
 
 _ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
@@ -25,11 +25,8 @@ T = TypeVar("T")
 
 
 async def with_maintenance(settings: Settings, work: Callable[[Maintenance], Awaitable[T]]) -> T:
-    engine = create_engine(settings.database_url, pool_size=2)
-    try:
+    async with open_engine(settings) as engine:
         return await work(Maintenance(engine))
-    finally:
-        await engine.dispose()
 
 
 async def export_thread(maintenance: Maintenance, thread_id: str, fmt: str, out: TextIO) -> bool:

@@ -1,11 +1,62 @@
-"""Logging set-up: readable lines or JSON, the request's ids on each, never a stack trace."""
+"""Logs: what the current request is (ids and types, never content), and the set-up
+that writes it on every line, as readable text or JSON, never with a stack trace."""
 
 import json
 import logging
+import re
+import secrets
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chatkit_backend.ops.tracking import current
+from chatkit_backend.context import Owner
+
+# Accepted from a proxy's X-Request-ID as is; anything else (too long, spaces, quotes,
+# newlines that could forge log lines) is replaced by an id of our own.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's request id when it is safe to log, else a new random one."""
+    if header and _SAFE_REQUEST_ID.fullmatch(header):
+        return header
+    return secrets.token_hex(16)
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """Filled in as the request is understood: the id first, then who and what."""
+
+    request_id: str
+    chatkit_type: str | None = None
+    thread_id: str | None = None
+    owner: Owner | None = None
+    # How a stream ended (completed, error, cancelled, drained); None for JSON answers.
+    outcome: str | None = None
+
+    def log_fields(self) -> dict[str, str]:
+        """The fields a log line carries, in this order; unknown ones left out."""
+        owner = self.owner
+        values = {
+            "request_id": self.request_id,
+            "chatkit_type": self.chatkit_type,
+            "thread_id": self.thread_id,
+            "tenant_id": owner.tenant_id if owner else None,
+            "user_id": owner.user_id if owner else None,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+
+# Set per request by the API layer's middleware. Tasks started during the request
+# (the stream's producer, the Agents SDK's run) copy the context, so they see the same
+# object and its later updates.
+current_request: ContextVar[RequestInfo | None] = ContextVar("current_request", default=None)
+
+
+def current() -> RequestInfo | None:
+    return current_request.get()
+
 
 # Extras a log call may add (the access line does); others are left out, so a stray
 # `extra={"text": ...}` cannot put message content into the logs.
@@ -78,6 +129,6 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # The app writes its own access line (api/observability.py), with ids and timing.
+    # The app writes its own access line (api/middleware.py), with ids and timing.
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False

@@ -67,8 +67,6 @@ DB_POOL_SIZE = Gauge(
 )
 
 POOL_SAMPLE_SECONDS = 1.0
-TEXT_DELTA = b'"assistant_message.content_part.text_delta"'
-ERROR_EVENT = b'data: {"type":"error"'
 
 
 def _multiprocess_dir() -> str | None:
@@ -125,18 +123,17 @@ class StreamObserver:
         self.chatkit_type = chatkit_type
         self.started = time.monotonic()
         self.first_delta_seen = False
-        self.error_seen = False
         OPEN_STREAMS.inc()
 
-    def frame(self, frame: bytes) -> None:
-        if not self.first_delta_seen and TEXT_DELTA in frame:
+    def text_delta(self) -> None:
+        if not self.first_delta_seen:
             self.first_delta_seen = True
             FIRST_DELTA_SECONDS.labels(type=self.chatkit_type).observe(
                 time.monotonic() - self.started
             )
-        if frame.startswith(ERROR_EVENT):
-            self.error_seen = True
-            count_error("stream_error")
+
+    def error_event(self) -> None:
+        count_error("stream_error")
 
     def ended(self, outcome: str) -> None:
         OPEN_STREAMS.dec()

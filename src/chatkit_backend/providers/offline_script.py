@@ -7,7 +7,7 @@ from typing import Any
 
 from agents.items import TResponseInputItem
 
-from chatkit_backend.attachments.labels import LABEL
+from chatkit_backend.attachments.model_input import LABEL
 
 EMPLOYEE = re.compile(r"\bemployee\s*(?:#|no\.?|number)?\s*(\d+)", re.IGNORECASE)
 ROLE = re.compile(r"^You are (?:the |a |an )?([^.;\n]+)")

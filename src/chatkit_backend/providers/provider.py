@@ -15,13 +15,28 @@ PLACEHOLDER_KEY = "not-needed"
 
 @dataclass
 class Provider(ModelProvider):
-    """Hands out models by name, all sharing one HTTP client (if any)."""
+    """Hands out models by name, all sharing one HTTP client (if any), and says what
+    its models can do."""
 
     default_name: str
     api: ModelApi
     client: AsyncOpenAI | None = None
     token_delay: float = 0.0
+    # PDFs as `input_file` parts: OpenAI reads them; Gemini's and local servers'
+    # OpenAI-compatible endpoints refuse them, so those get a note instead.
+    reads_files: bool = True
     _models: dict[str, Model] = field(default_factory=dict)
+
+    @property
+    def offline(self) -> bool:
+        """The built-in offline model: no network, no key, nothing billed."""
+        return self.client is None
+
+    @property
+    def asks_for_usage(self) -> bool:
+        """Chat Completions servers report token usage only when asked (the Agents SDK
+        asks only api.openai.com by itself)."""
+        return self.api == "chat_completions"
 
     def get_model(self, model_name: str | None) -> Model:
         name = model_name or self.default_name
@@ -57,10 +72,13 @@ def build_provider(settings: Settings) -> Provider:
             return Provider(name, api, token_delay=delay)
         case "openai":
             key, base_url = settings.openai_api_key, settings.openai_base_url
+            reads_files = True
         case "gemini":
             key, base_url = settings.gemini_api_key, settings.llm_base_url or GEMINI_BASE_URL
+            reads_files = False
         case "openai-compatible":
             key, base_url = settings.llm_api_key, settings.llm_base_url
+            reads_files = False
         case unknown:
             assert_never(unknown)
     client = AsyncOpenAI(
@@ -69,4 +87,4 @@ def build_provider(settings: Settings) -> Provider:
         timeout=settings.llm_timeout_seconds,
         max_retries=1,
     )
-    return Provider(name, api, client)
+    return Provider(name, api, client, reads_files=reads_files)

@@ -1,1 +1,2 @@
-"""TODO"""
+"""Running an answer: the agent run streamed as ChatKit events, its messages and
+workflow tasks, failures and titles."""

@@ -1,34 +1,35 @@
-"""One answer: pick the agent and model, run it, stream it, account for it."""
+"""One answer: pick the agent and model, run it, stream it, account for it; what the
+user is told when it fails; the thread's title after the first answer."""
 
 import logging
 from collections.abc import AsyncIterator, Callable
 
 import anyio
-from agents import ModelSettings, RunConfig, Runner
-from agents.exceptions import InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered
+import openai
+from agents import Agent, Model, ModelSettings, RunConfig, Runner
+from agents.exceptions import (
+    AgentsException,
+    InputGuardrailTripwireTriggered,
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+    OutputGuardrailTripwireTriggered,
+)
 from agents.items import TResponseInputItem
 from agents.result import RunResultStreaming
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.types import InferenceOptions, ThreadItemDoneEvent, ThreadStreamEvent
 
-from chatkit_backend.agents import merging
-from chatkit_backend.agents.activity import ActivityHooks, routed_task
-from chatkit_backend.agents.events import AnswerTracker
-from chatkit_backend.agents.failures import describe_failure, log_failure
-from chatkit_backend.agents.recording import RecordingModel, TextRecorder
-from chatkit_backend.agents.registry import LABELS, AgentSelector
-from chatkit_backend.agents.titles import derived_title, model_title
+from chatkit_backend.agents.catalog import LABELS, AgentSelector
 from chatkit_backend.context import RequestContext
 from chatkit_backend.ops.metrics import count_error, count_tokens
-from chatkit_backend.providers.factory import Provider
+from chatkit_backend.providers.provider import Provider
+from chatkit_backend.runtime.messages import AnswerTracker, RecordingModel, TextRecorder
+from chatkit_backend.runtime.workflow import ActivityHooks, routed_task
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
-
-# chatkit's merge of the run's events left reads (and the run) going: see merging.py.
-merging.install()
 
 
 class Answerer:
@@ -51,12 +52,13 @@ class Answerer:
     def run_config(self, model_name: str, recorder: TextRecorder | None = None) -> RunConfig:
         # A Model instance, not a name: the SDK gives agents without a model its gpt-5
         # defaults (reasoning effort, verbosity), which other models refuse.
-        include_usage = self.settings.model_api == "chat_completions"
         model = self.provider.get_model(model_name)
         return RunConfig(
             model=RecordingModel(model, recorder) if recorder is not None else model,
             # The SDK asks Chat Completions servers for usage only on api.openai.com.
-            model_settings=ModelSettings(include_usage=True if include_usage else None),
+            model_settings=ModelSettings(
+                include_usage=True if self.provider.asks_for_usage else None
+            ),
             tracing_disabled=not self.settings.agents_tracing,
         )
 
@@ -130,7 +132,7 @@ class Answerer:
 
     async def title(self, first_message: str) -> str:
         """A title for a new thread: derived offline, asked of the model otherwise."""
-        if self.settings.resolved_provider == "offline":
+        if self.provider.offline:
             return derived_title(first_message)
         model = self.provider.get_model(None)
         return await model_title(model, first_message, self.run_config(self.settings.model_name))
@@ -139,8 +141,70 @@ class Answerer:
 def _stop(result: RunResultStreaming | None) -> None:
     """Stop a run that is still going when its answer ends early (failure or cancel).
 
-    The merge in `merging.py` already cancels the run when its stream is abandoned;
+    The merge in `chatkit_merge.py` already cancels the run when its stream is abandoned;
     this also covers a failure before the stream was first read.
     """
     if result is not None and not result.is_complete:
         result.cancel()
+
+
+def describe_failure(exc: Exception) -> tuple[str, bool]:
+    """A message safe to show, and whether retrying may help."""
+    match exc:
+        case InputGuardrailTripwireTriggered():
+            info = exc.guardrail_result.output.output_info
+            message = info.get("message") if isinstance(info, dict) else None
+            return str(message or "The assistant cannot take this message."), False
+        case openai.AuthenticationError() | openai.PermissionDeniedError():
+            return "The model provider refused our credentials. Ask an administrator.", False
+        case openai.RateLimitError():
+            return "The model provider is rate limiting us. Try again in a moment.", True
+        case openai.APITimeoutError():
+            return "The model took too long to answer. Try again.", True
+        case openai.APIConnectionError():
+            return "The model provider could not be reached. Try again.", True
+        case openai.BadRequestError():
+            return "The model provider rejected the request.", False
+        case openai.APIStatusError():
+            return "The model provider had an error. Try again.", True
+        case MaxTurnsExceeded():
+            return "The assistant took too many steps and stopped.", True
+        case ModelBehaviorError():
+            return "The model gave an answer the assistant could not use. Try again.", True
+        case AgentsException():
+            return "The assistant could not finish its answer. Try again.", True
+        case _:
+            return "Something went wrong while answering. Try again.", True
+
+
+def log_failure(exc: Exception, thread_id: str) -> None:
+    """One line, no stack trace: the type says what failed without leaking content."""
+    logger.warning("model run failed in thread %s: %s", thread_id, type(exc).__name__)
+
+
+MAX_TITLE_CHARS = 60
+TITLE_INSTRUCTIONS = (
+    "Write a title of at most six words for a conversation that starts with the user's "
+    "message below. Answer with the title only: no quotes, no final full stop."
+)
+
+
+def derived_title(text: str) -> str:
+    """The first words of the message, cut on a word boundary."""
+    words = " ".join(text.split())
+    if len(words) <= MAX_TITLE_CHARS:
+        return words or "New conversation"
+    cut = words[:MAX_TITLE_CHARS].rsplit(" ", 1)[0]
+    return f"{cut}…"
+
+
+async def model_title(model: Model, text: str, run_config: RunConfig) -> str:
+    """A short title from the model, or the derived one if the model fails."""
+    agent: Agent[None] = Agent(name="Titler", instructions=TITLE_INSTRUCTIONS, model=model)
+    try:
+        result = await Runner.run(agent, text[:2000], run_config=run_config)
+    except Exception as exc:
+        logger.info("title generation failed: %s", type(exc).__name__)
+        return derived_title(text)
+    title = str(result.final_output).strip().strip("\"'").strip()
+    return derived_title(title) if title else derived_title(text)

@@ -8,8 +8,9 @@ hung up, the model call streamed on to its end; and every such read was later lo
 "Task was destroyed but it is pending" or "Task exception was never retrieved".
 
 This version cancels the reads still waiting (cancelling the Agents SDK's read cancels
-the run, as its `stream_events` intends) and collects their outcomes. `install()` puts
-it in place of the SDK's, which `stream_agent_response` looks up at each call.
+the run, as its `stream_events` intends) and collects their outcomes. `install()`, called
+by `create_app`, puts it in place of the SDK's, which `stream_agent_response` looks up
+at each call.
 """
 
 import asyncio
@@ -62,5 +63,10 @@ def _collect(read: "asyncio.Future[Any]") -> None:
         read.exception()
 
 
+# The SDK's own, as imported; tests fingerprint it against the version we read.
+SDK_MERGE_GENERATORS = chatkit.agents._merge_generators
+
+
 def install() -> None:
+    """Put `merge_generators` in place of the SDK's (`create_app` calls this)."""
     chatkit.agents._merge_generators = merge_generators

@@ -1,8 +1,13 @@
-"""Fix-ups between the SDK's agent stream and what the thread stores."""
+"""The assistant messages of one answer: what the model said (recorded as it streamed),
+and the fix-ups between the SDK's agent stream and what the thread stores."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from agents import Model, ModelResponse, ModelRetryAdvice, ModelRetryAdviceRequest
+from agents.items import TResponseStreamEvent
 from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageContentPartAdded,
@@ -15,8 +20,72 @@ from chatkit.types import (
     ThreadItemUpdatedEvent,
     ThreadStreamEvent,
 )
+from openai.types.responses import ResponseOutputItemAddedEvent, ResponseTextDeltaEvent
 
-from chatkit_backend.agents.recording import SaidMessage
+
+@dataclass
+class SaidMessage:
+    """One assistant message as the model streamed it: the text of each content part."""
+
+    raw_id: str
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class TextRecorder:
+    """The assistant messages of one run, in the order the model started them."""
+
+    def __init__(self) -> None:
+        self.messages: list[SaidMessage] = []
+
+    def see(self, event: TResponseStreamEvent) -> None:
+        if isinstance(event, ResponseOutputItemAddedEvent) and event.item.type == "message":
+            self.messages.append(SaidMessage(event.item.id))
+        elif isinstance(event, ResponseTextDeltaEvent) and self.messages:
+            # Chat Completions models give every message one fake id: the newest wins.
+            message = next(
+                (m for m in reversed(self.messages) if m.raw_id == event.item_id),
+                self.messages[-1],
+            )
+            while len(message.parts) <= event.content_index:
+                message.parts.append("")
+            message.parts[event.content_index] += event.delta
+
+
+class RecordingModel(Model):
+    """Another model, with every streamed event shown to a `TextRecorder` first."""
+
+    def __init__(self, model: Model, recorder: TextRecorder) -> None:
+        self.model = model
+        self.recorder = recorder
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        return await self.model.get_response(*args, **kwargs)
+
+    async def stream_response(
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        stream = self.model.stream_response(*args, **kwargs)
+        try:
+            async for event in stream:
+                self.recorder.see(event)
+                yield event
+        finally:
+            # Closing this generator must close the model's, or its HTTP stream stays open.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def get_retry_advice(self, request: ModelRetryAdviceRequest) -> ModelRetryAdvice | None:
+        return self.model.get_retry_advice(request)
+
+    async def _cleanup_on_run_end(self, owner: object) -> None:
+        await self.model._cleanup_on_run_end(owner)
+
+    # `close()` stays the base no-op: the wrapped model is shared and closed by its provider.
 
 
 class AnswerTracker:

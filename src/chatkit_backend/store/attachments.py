@@ -7,13 +7,12 @@ from typing import Any
 
 from chatkit.types import Attachment, ThreadItem, UserMessageItem
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, Table, and_, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatkit_backend.context import RequestContext
-from chatkit_backend.store.tables import AttachmentRow
+from chatkit_backend.context import Owner, RequestContext
+from chatkit_backend.store.tables import ATTACHMENTS, owned
 
-ATTACHMENTS: Table = AttachmentRow.__table__  # type: ignore[attr-defined]
 _ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
 
 # How a loaded attachment is shown to its owner (with fresh signed links); the store
@@ -29,14 +28,6 @@ def viewed(item: ThreadItem, view: AttachmentView | None, context: RequestContex
 
 
 @dataclass(frozen=True, slots=True)
-class Owner:
-    """Who an attachment belongs to."""
-
-    tenant_id: str
-    user_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class AttachmentRecord:
     """An attachment with its owner and upload state."""
 
@@ -48,14 +39,6 @@ class AttachmentRecord:
     @property
     def thread_id(self) -> str | None:
         return self.attachment.thread_id
-
-
-def _owned(owner: Owner) -> ColumnElement[bool]:
-    return and_(ATTACHMENTS.c.tenant_id == owner.tenant_id, ATTACHMENTS.c.user_id == owner.user_id)
-
-
-def owner_of(context: RequestContext) -> Owner:
-    return Owner(tenant_id=context.tenant_id, user_id=context.user_id)
 
 
 _COLUMNS = (
@@ -102,7 +85,9 @@ class AttachmentRecords:
 
     async def load(self, attachment_id: str, owner: Owner) -> AttachmentRecord | None:
         """The owner's record, or None for an id that is not theirs or does not exist."""
-        query = select(*_COLUMNS).where(ATTACHMENTS.c.id == attachment_id, _owned(owner))
+        query = select(*_COLUMNS).where(
+            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, owner)
+        )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
         return _record(row) if row is not None else None
@@ -120,7 +105,7 @@ class AttachmentRecords:
             update(ATTACHMENTS)
             .where(
                 ATTACHMENTS.c.id == attachment.id,
-                _owned(owner),
+                owned(ATTACHMENTS, owner),
                 ATTACHMENTS.c.uploaded_at.is_(None),
             )
             .values(
@@ -135,13 +120,17 @@ class AttachmentRecords:
 
     async def delete(self, attachment_id: str, owner: Owner) -> bool:
         """Delete the owner's record; False when there was none."""
-        query = delete(ATTACHMENTS).where(ATTACHMENTS.c.id == attachment_id, _owned(owner))
+        query = delete(ATTACHMENTS).where(
+            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, owner)
+        )
         async with self.engine.begin() as conn:
             result = await conn.execute(query)
         return bool(result.rowcount)
 
     async def ids_in_thread(self, thread_id: str, owner: Owner) -> list[str]:
-        query = select(ATTACHMENTS.c.id).where(ATTACHMENTS.c.thread_id == thread_id, _owned(owner))
+        query = select(ATTACHMENTS.c.id).where(
+            ATTACHMENTS.c.thread_id == thread_id, owned(ATTACHMENTS, owner)
+        )
         async with self.engine.connect() as conn:
             return list((await conn.execute(query)).scalars().all())
 

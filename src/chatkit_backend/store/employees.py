@@ -2,12 +2,10 @@
 
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatkit_backend.store.tables import EmployeeRow
-
-EMPLOYEES: Table = EmployeeRow.__table__  # type: ignore[attr-defined]
+from chatkit_backend.store.tables import EMPLOYEES
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,21 @@
-"""The async engine for a database URL."""
+"""The database engine: made from DATABASE_URL here and nowhere else, and which of its
+failures mean "the database is away"."""
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from chatkit_backend.settings import Settings
 
 CONNECT_TIMEOUT_SECONDS = 5
 # Waiting for a free pooled connection; beyond it the request fails with 503.
@@ -53,16 +61,25 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-async def wait_until_answering(url: str, within_seconds: float) -> bool:
-    """Poll the database until it answers `SELECT 1`; False if `within_seconds` pass first."""
-    import asyncio
-    import time
+def engine_for(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
+    """The engine DATABASE_URL names: the one place that setting becomes connections."""
+    return create_engine(settings.database_url, pool_size or settings.database_pool_size)
 
-    from sqlalchemy import text
 
-    deadline = time.monotonic() + within_seconds
-    engine = create_engine(url, pool_size=1)
+@asynccontextmanager
+async def open_engine(settings: Settings, pool_size: int = 2) -> AsyncIterator[AsyncEngine]:
+    """A small engine for one command (migrate, cleanup, reports), disposed at the end."""
+    engine = engine_for(settings, pool_size)
     try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def wait_until_answering(settings: Settings, within_seconds: float) -> bool:
+    """Poll the database until it answers `SELECT 1`; False if `within_seconds` pass first."""
+    deadline = time.monotonic() + within_seconds
+    async with open_engine(settings, pool_size=1) as engine:
         while True:
             try:
                 async with engine.connect() as conn:
@@ -72,5 +89,30 @@ async def wait_until_answering(url: str, within_seconds: float) -> bool:
                 if time.monotonic() >= deadline:
                     return False
                 await asyncio.sleep(1)
-    finally:
-        await engine.dispose()
+
+
+# Refused or dropped connections surface as OSError (asyncpg connecting), as
+# OperationalError/InterfaceError (a connection that died), or as the pool's timeout.
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    ConnectionError,
+)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """True for failures that a database coming back would cure."""
+    if isinstance(exc, DATABASE_OUTAGES):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # asyncpg's own errors for a server that is shutting down or restarting, raw or
+    # wrapped by SQLAlchemy.
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    return type(original).__name__ in _ASYNCPG_OUTAGES
+
+
+_ASYNCPG_OUTAGES = frozenset(
+    {"CannotConnectNowError", "AdminShutdownError", "ConnectionDoesNotExistError"}
+)

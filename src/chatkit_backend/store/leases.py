@@ -14,13 +14,11 @@ within a small part of the lease's length.
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table, or_, update
+from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import RequestContext
-from chatkit_backend.store.tables import ThreadRow
-
-THREADS: Table = ThreadRow.__table__  # type: ignore[attr-defined]
+from chatkit_backend.store.tables import THREADS, owned
 
 
 class ThreadLeases:
@@ -42,8 +40,7 @@ class ThreadLeases:
             update(THREADS)
             .where(
                 THREADS.c.id == thread_id,
-                THREADS.c.tenant_id == context.tenant_id,
-                THREADS.c.user_id == context.user_id,
+                owned(THREADS, context.owner),
                 or_(THREADS.c.answer_lease_until.is_(None), THREADS.c.answer_lease_until < now),
             )
             .values(answer_lease_token=token, answer_lease_until=now + ttl)

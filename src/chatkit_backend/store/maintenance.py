@@ -11,13 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Table, and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from chatkit_backend.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow, UsageRow
-
-THREADS: Table = ThreadRow.__table__  # type: ignore[attr-defined]
-ITEMS: Table = ItemRow.__table__  # type: ignore[attr-defined]
-ATTACHMENTS: Table = AttachmentRow.__table__  # type: ignore[attr-defined]
-FEEDBACK: Table = FeedbackRow.__table__  # type: ignore[attr-defined]
-USAGE: Table = UsageRow.__table__  # type: ignore[attr-defined]
+from chatkit_backend.store.tables import ATTACHMENTS, FEEDBACK, ITEMS, THREADS, USAGE
 
 PAGE_SIZE = 500
 

@@ -7,7 +7,7 @@ from alembic.config import Config
 
 # The source tree and the Docker image both keep alembic.ini beside src/ (or in the
 # working directory, for an installed package run from the project folder).
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def alembic_config(database_url: str | None = None) -> Config:

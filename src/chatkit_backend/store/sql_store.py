@@ -1,5 +1,6 @@
 """The ChatKit `Store` on SQLAlchemy's asyncio engine, every query scoped to its owner."""
 
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -17,30 +18,20 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.attachments import AttachmentRecords, AttachmentView, viewed
 from chatkit_backend.store.employees import EmployeeDirectory
-from chatkit_backend.store.ids import new_id
-from chatkit_backend.store.tables import AttachmentRow, FeedbackRow, ItemRow, ThreadRow
-from chatkit_backend.store.upsert import insert_for
+from chatkit_backend.store.tables import ATTACHMENTS, FEEDBACK, ITEMS, THREADS, owned
 from chatkit_backend.store.usage import UsageLedger
-
-THREADS: Table = ThreadRow.__table__  # type: ignore[attr-defined]
-ITEMS: Table = ItemRow.__table__  # type: ignore[attr-defined]
-ATTACHMENTS: Table = AttachmentRow.__table__  # type: ignore[attr-defined]
-FEEDBACK: Table = FeedbackRow.__table__  # type: ignore[attr-defined]
 
 _ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
 _ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
 
 Order = Literal["asc", "desc"]
 T = TypeVar("T")
-
-
-def _owned(table: Table, context: RequestContext) -> ColumnElement[bool]:
-    return and_(table.c.tenant_id == context.tenant_id, table.c.user_id == context.user_id)
 
 
 def _in_thread(dialect: str, thread_id: str, context: RequestContext) -> ColumnElement[bool]:
@@ -52,11 +43,13 @@ def _in_thread(dialect: str, thread_id: str, context: RequestContext) -> ColumnE
     owner columns out of index choice there, so `ix_items_thread_seq` serves the page.
     """
     if dialect != "sqlite":
-        return and_(ITEMS.c.thread_id == thread_id, _owned(ITEMS, context))
+        return and_(ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner))
     tenant = literal_column("+items.tenant_id", ITEMS.c.tenant_id.type)
     user = literal_column("+items.user_id", ITEMS.c.user_id.type)
     return and_(
-        ITEMS.c.thread_id == thread_id, tenant == context.tenant_id, user == context.user_id
+        ITEMS.c.thread_id == thread_id,
+        tenant == context.owner.tenant_id,
+        user == context.owner.user_id,
     )
 
 
@@ -112,7 +105,9 @@ class SQLStore(Store[RequestContext]):
     # Threads
 
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
-        query = select(THREADS.c.data).where(THREADS.c.id == thread_id, _owned(THREADS, context))
+        query = select(THREADS.c.data).where(
+            THREADS.c.id == thread_id, owned(THREADS, context.owner)
+        )
         async with self.engine.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
         if data is None:
@@ -125,8 +120,8 @@ class SQLStore(Store[RequestContext]):
         now = datetime.now(UTC)
         insert = insert_for(self._dialect, THREADS).values(
             id=thread.id,
-            tenant_id=context.tenant_id,
-            user_id=context.user_id,
+            tenant_id=context.owner.tenant_id,
+            user_id=context.owner.user_id,
             created_at=now,
             updated_at=now,
             data=data,
@@ -134,7 +129,7 @@ class SQLStore(Store[RequestContext]):
         upsert = insert.on_conflict_do_update(
             index_elements=[THREADS.c.id],
             set_={"data": insert.excluded.data, "updated_at": insert.excluded.updated_at},
-            where=_owned(THREADS, context),
+            where=owned(THREADS, context.owner),
         )
         async with self.engine.begin() as conn:
             result = await conn.execute(upsert)
@@ -144,10 +139,12 @@ class SQLStore(Store[RequestContext]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext
     ) -> Page[ThreadMetadata]:
-        query = select(THREADS.c.id, THREADS.c.data).where(_owned(THREADS, context))
+        query = select(THREADS.c.id, THREADS.c.data).where(owned(THREADS, context.owner))
         anchor = None
         if after is not None:
-            anchor = select(THREADS.c.seq).where(THREADS.c.id == after, _owned(THREADS, context))
+            anchor = select(THREADS.c.seq).where(
+                THREADS.c.id == after, owned(THREADS, context.owner)
+            )
         query = _keyset_page(query, THREADS, anchor, limit, _order(order))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
@@ -157,10 +154,10 @@ class SQLStore(Store[RequestContext]):
         async with self.engine.begin() as conn:
             for table in (FEEDBACK, ITEMS, ATTACHMENTS):
                 await conn.execute(
-                    delete(table).where(table.c.thread_id == thread_id, _owned(table, context))
+                    delete(table).where(table.c.thread_id == thread_id, owned(table, context.owner))
                 )
             await conn.execute(
-                delete(THREADS).where(THREADS.c.id == thread_id, _owned(THREADS, context))
+                delete(THREADS).where(THREADS.c.id == thread_id, owned(THREADS, context.owner))
             )
 
     # Items
@@ -205,13 +202,13 @@ class SQLStore(Store[RequestContext]):
             literal(item.type),
             literal(datetime.now(UTC), ITEMS.c.created_at.type),
             literal(item.model_dump_json()),
-        ).where(THREADS.c.id == thread_id, _owned(THREADS, context))
+        ).where(THREADS.c.id == thread_id, owned(THREADS, context.owner))
         columns = ["id", "thread_id", "tenant_id", "user_id", "type", "created_at", "data"]
         insert = insert_for(self._dialect, ITEMS).from_select(columns, source)
         upsert = insert.on_conflict_do_update(
             index_elements=[ITEMS.c.id],
             set_={"data": insert.excluded.data, "type": insert.excluded.type},
-            where=and_(ITEMS.c.thread_id == thread_id, _owned(ITEMS, context)),
+            where=and_(ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner)),
         )
         async with self.engine.begin() as conn:
             result = await conn.execute(upsert)
@@ -220,7 +217,7 @@ class SQLStore(Store[RequestContext]):
 
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
         query = select(ITEMS.c.data).where(
-            ITEMS.c.id == item_id, ITEMS.c.thread_id == thread_id, _owned(ITEMS, context)
+            ITEMS.c.id == item_id, ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner)
         )
         async with self.engine.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
@@ -235,7 +232,7 @@ class SQLStore(Store[RequestContext]):
         query = select(ITEMS.c.id).where(
             ITEMS.c.id.in_(list(item_ids)),
             ITEMS.c.thread_id == thread_id,
-            _owned(ITEMS, context),
+            owned(ITEMS, context.owner),
         )
         async with self.engine.connect() as conn:
             return set((await conn.execute(query)).scalars().all())
@@ -244,7 +241,7 @@ class SQLStore(Store[RequestContext]):
         self, thread_id: str, item_id: str, context: RequestContext
     ) -> None:
         query = delete(ITEMS).where(
-            ITEMS.c.id == item_id, ITEMS.c.thread_id == thread_id, _owned(ITEMS, context)
+            ITEMS.c.id == item_id, ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner)
         )
         async with self.engine.begin() as conn:
             await conn.execute(query)
@@ -254,8 +251,8 @@ class SQLStore(Store[RequestContext]):
     async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
         insert = insert_for(self._dialect, ATTACHMENTS).values(
             id=attachment.id,
-            tenant_id=context.tenant_id,
-            user_id=context.user_id,
+            tenant_id=context.owner.tenant_id,
+            user_id=context.owner.user_id,
             thread_id=attachment.thread_id,
             created_at=datetime.now(UTC),
             data=attachment.model_dump_json(),
@@ -263,7 +260,7 @@ class SQLStore(Store[RequestContext]):
         upsert = insert.on_conflict_do_update(
             index_elements=[ATTACHMENTS.c.id],
             set_={"data": insert.excluded.data, "thread_id": insert.excluded.thread_id},
-            where=_owned(ATTACHMENTS, context),
+            where=owned(ATTACHMENTS, context.owner),
         )
         async with self.engine.begin() as conn:
             result = await conn.execute(upsert)
@@ -272,7 +269,7 @@ class SQLStore(Store[RequestContext]):
 
     async def load_attachment(self, attachment_id: str, context: RequestContext) -> Attachment:
         query = select(ATTACHMENTS.c.data).where(
-            ATTACHMENTS.c.id == attachment_id, _owned(ATTACHMENTS, context)
+            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, context.owner)
         )
         async with self.engine.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
@@ -283,7 +280,7 @@ class SQLStore(Store[RequestContext]):
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
         query = delete(ATTACHMENTS).where(
-            ATTACHMENTS.c.id == attachment_id, _owned(ATTACHMENTS, context)
+            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, context.owner)
         )
         async with self.engine.begin() as conn:
             await conn.execute(query)
@@ -307,7 +304,7 @@ class SQLStore(Store[RequestContext]):
         ).where(
             ITEMS.c.id.in_(list(item_ids)),
             ITEMS.c.thread_id == thread_id,
-            _owned(ITEMS, context),
+            owned(ITEMS, context.owner),
         )
         columns = ["tenant_id", "user_id", "thread_id", "item_id", "kind", "created_at"]
         insert = insert_for(self._dialect, FEEDBACK).from_select(columns, source)
@@ -323,8 +320,38 @@ class SQLStore(Store[RequestContext]):
     ) -> dict[str, FeedbackKind]:
         """Return the owner's ratings in a thread, by item id."""
         query = select(FEEDBACK.c.item_id, FEEDBACK.c.kind).where(
-            FEEDBACK.c.thread_id == thread_id, _owned(FEEDBACK, context)
+            FEEDBACK.c.thread_id == thread_id, owned(FEEDBACK, context.owner)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {row.item_id: row.kind for row in rows}
+
+
+PREFIXES: dict[StoreItemType, str] = {
+    "thread": "thr",
+    "message": "msg",
+    "tool_call": "tc",
+    "workflow": "wf",
+    "task": "tsk",
+    "attachment": "atc",
+    "sdk_hidden_context": "shcx",
+}
+
+# 128 random bits; the SDK's default of 32 can be enumerated.
+RANDOM_BYTES = 16
+
+
+def new_id(item_type: StoreItemType) -> str:
+    """Return `prefix_` followed by 32 random hex characters."""
+    return f"{PREFIXES[item_type]}_{secrets.token_hex(RANDOM_BYTES)}"
+
+
+def insert_for(dialect: str, table: Table) -> Any:
+    """Return the dialect's `insert()` construct, which has `on_conflict_do_update`."""
+    match dialect:
+        case "postgresql":
+            return postgresql.insert(table)
+        case "sqlite":
+            return sqlite.insert(table)
+        case _:
+            raise ValueError(f"unsupported database dialect: {dialect}")

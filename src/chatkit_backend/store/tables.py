@@ -2,8 +2,21 @@
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    DateTime,
+    Index,
+    Integer,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+)
 from sqlmodel import Field, SQLModel
+
+from chatkit_backend.context import Owner
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 SEQ_TYPE = BigInteger().with_variant(Integer(), "sqlite")
@@ -130,3 +143,22 @@ class UsageRow(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core `Table` behind a table model; SQLModel leaves `__table__` untyped."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+THREADS = table_of(ThreadRow)
+ITEMS = table_of(ItemRow)
+ATTACHMENTS = table_of(AttachmentRow)
+FEEDBACK = table_of(FeedbackRow)
+EMPLOYEES = table_of(EmployeeRow)
+USAGE = table_of(UsageRow)
+
+
+def owned(table: Table, owner: Owner) -> ColumnElement[bool]:
+    """The rows of `owner`: every query made for a caller is cut by this."""
+    return and_(table.c.tenant_id == owner.tenant_id, table.c.user_id == owner.user_id)

@@ -2,13 +2,11 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import RequestContext
-from chatkit_backend.store.tables import UsageRow
-
-USAGE: Table = UsageRow.__table__  # type: ignore[attr-defined]
+from chatkit_backend.store.tables import USAGE
 
 
 class UsageLedger:
@@ -27,8 +25,8 @@ class UsageLedger:
         output_tokens: int,
     ) -> None:
         row = {
-            "tenant_id": context.tenant_id,
-            "user_id": context.user_id,
+            "tenant_id": context.owner.tenant_id,
+            "user_id": context.owner.user_id,
             "thread_id": thread_id,
             "model": model,
             "requests": requests,
