@@ -11,14 +11,11 @@ from chatkit_backend.attachments import content as media_types
 from chatkit_backend.attachments import content as sniffing
 from chatkit_backend.attachments.content import safe_name
 from chatkit_backend.attachments.links import LinkSigner, signing_key
+from chatkit_backend.attachments.model_input import last_user_attachments, last_user_text
 from chatkit_backend.attachments.storage import BlobExists, BlobMissing, LocalDiskStorage
 from chatkit_backend.context import Owner
 from chatkit_backend.errors import UnsupportedMediaType
-from chatkit_backend.providers.offline_script import (
-    last_user_attachments,
-    last_user_text,
-    offline_answer,
-)
+from chatkit_backend.providers.offline_script import offline_answer
 from chatkit_backend.settings import Settings
 from tests.attachment_helpers import BINARY, GIF, JPEG, PDF, PNG, TEXT, WEBP
 

@@ -11,7 +11,7 @@ from agents import (
 )
 from agents.items import TResponseInputItem
 
-from chatkit_backend.providers.offline_script import last_user_text
+from chatkit_backend.attachments.model_input import last_user_text
 
 
 def message_length_guardrail(limit: int) -> InputGuardrail[Any]:

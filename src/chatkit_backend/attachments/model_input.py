@@ -101,3 +101,37 @@ LABEL = re.compile(r'^Attached file "(?P<name>[^"\n]+)" \((?P<type>[^()\s]+)\)')
 def label(name: str, mime_type: str) -> str:
     # Stored names never contain quotes or newlines (see names.safe_name).
     return f'Attached file "{name}" ({mime_type})'
+
+
+def _last_user_content(input: str | list[TResponseInputItem]) -> str | list[Any]:
+    if isinstance(input, str):
+        return input
+    for item in reversed(input):
+        if isinstance(item, dict) and item.get("role") == "user":
+            content: Any = item.get("content")
+            return content if isinstance(content, str) else list(content or [])
+    return ""
+
+
+def _texts(parts: list[Any]) -> list[str]:
+    return [p.get("text", "") for p in parts if p.get("type") == "input_text"]
+
+
+def last_user_text(input: str | list[TResponseInputItem]) -> str:
+    """The text of the newest user message in a Responses-style input, without the
+    attachments that came with it (labelled parts after the first)."""
+    content = _last_user_content(input)
+    if isinstance(content, str):
+        return content
+    texts = _texts(content)
+    typed = texts[:1] + [text for text in texts[1:] if not LABEL.match(text)]
+    return "\n".join(text for text in typed if text)
+
+
+def last_user_attachments(input: str | list[TResponseInputItem]) -> list[str]:
+    """`name (type)` of each attachment labelled in the newest user message."""
+    content = _last_user_content(input)
+    if isinstance(content, str):
+        return []
+    found = (LABEL.match(text) for text in _texts(content)[1:])
+    return [f"{m['name']} ({m['type']})" for m in found if m]

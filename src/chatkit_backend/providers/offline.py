@@ -32,18 +32,10 @@ from openai.types.responses import (
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
-from chatkit_backend.providers.offline_script import (
-    Call,
-    Say,
-    last_user_text,
-    offline_answer,
-    plan,
-    tokens_of,
-)
+from chatkit_backend.attachments.model_input import last_user_text
+from chatkit_backend.providers.offline_script import Call, Say, plan, tokens_of
 
 MODEL_NAME = "offline"
-
-__all__ = ["OfflineModel", "last_user_text", "offline_answer", "tokens_of"]
 
 
 def _plan(
