@@ -6,9 +6,10 @@ Every server under test asks it for its answers, so they all do the same model w
 `POST /v1/responses` with `"stream": true` answers `tokens` text deltas, one every
 `interval` seconds (0: all at once); without `stream` it answers the finished response
 as JSON. `POST /_config` with `{"tokens": N, "interval": S}` changes both for the next
-requests. The wire format is the one tests/fake_openai_streams.py speaks (and the
-`openai` client parses); frames are built from templates, not models, so the upstream
-costs little CPU next to the servers it feeds.
+requests. The wire format is the tests' fake's (tests/support/openai_wire.py: the
+response objects, message items and events come from there, and the `openai` client
+parses them); the deltas are filled into a template made once per answer, not built
+as objects, so the upstream costs little CPU next to the servers it feeds.
 
 A raw asyncio HTTP/1.1 server: keep-alive, `Content-Length` bodies in, chunked out.
 """
@@ -20,6 +21,18 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from tests.support.openai_wire import (
+    Json,
+    message_closing,
+    message_item,
+    message_opening,
+    response_object,
+    responses_usage,
+    text_delta,
+)
 
 _ids = itertools.count()
 _PREFIX = secrets.token_hex(4)
@@ -45,44 +58,29 @@ def answer_text(tokens: int) -> str:
     return "".join(answer_words(tokens))
 
 
-def _response(response_id: str, model: str, output: list[object], usage: object) -> dict:
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": "completed" if usage else "in_progress",
-        "error": None,
-        "incomplete_details": None,
-        "instructions": None,
-        "model": model,
-        "output": output,
-        "parallel_tool_calls": True,
-        "previous_response_id": None,
-        "store": False,
-        "temperature": 1.0,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
-        "top_p": 1.0,
-        "truncation": "disabled",
-        "usage": usage,
-        "metadata": {},
-    }
-
-
-def _usage(input_tokens: int, output_tokens: int) -> dict:
-    return {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
-def _frame(event: str, data: dict) -> bytes:
-    body = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+def _chunk(body: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(body), body)
+
+
+def _frames(events: list[tuple[str, Json]], first_sequence_number: int) -> bytes:
+    """The events as chunk-encoded SSE frames, numbered from `first_sequence_number`."""
+    frames = []
+    for n, (event, data) in enumerate(events):
+        numbered = {"type": event, "sequence_number": first_sequence_number + n, **data}
+        body = f"event: {event}\ndata: {json.dumps(numbered, separators=(',', ':'))}\n\n"
+        frames.append(_chunk(body.encode()))
+    return b"".join(frames)
+
+
+def _delta_template(item_id: str) -> bytes:
+    """`text_delta`'s frame for `item_id` with %d for its sequence number and %s for its
+    word (the words are plain ASCII, so they need no JSON escaping)."""
+    event, data = text_delta(0, item_id, "WORD")
+    numbered = {"type": event, "sequence_number": 0, **data}
+    frame = json.dumps(numbered, separators=(",", ":"))
+    frame = frame.replace('"sequence_number":0', '"sequence_number":%d', 1)
+    frame = frame.replace('"delta":"WORD"', '"delta":"%s"', 1)
+    return f"event: {event}\ndata: {frame}\n\n".encode()
 
 
 class Answer:
@@ -91,113 +89,28 @@ class Answer:
     def __init__(self, words: list[str], model: str, input_tokens: int) -> None:
         n = next(_ids)
         self.response_id = f"resp_{_PREFIX}{n:012x}"
-        self.message_id = f"msg_{_PREFIX}{n:012x}"
         self.words = words
         self.model = model
-        self.input_tokens = input_tokens
-        text = "".join(words)
-        part = {"type": "output_text", "text": text, "annotations": []}
-        self.item = {
-            "id": self.message_id,
-            "type": "message",
-            "role": "assistant",
-            "status": "completed",
-            "content": [part],
-        }
-        self.text = text
-        self.part = part
+        self.item = message_item(f"msg_{_PREFIX}{n:012x}", "".join(words))
+        self.usage = responses_usage(input_tokens, len(words))
+        self._delta = _delta_template(self.item["id"])
 
     def head(self) -> bytes:
-        at = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        started = {**self.item, "status": "in_progress", "content": []}
-        created = _response(self.response_id, self.model, [], None)
-        return b"".join(
-            [
-                _frame(
-                    "response.created",
-                    {"type": "response.created", "sequence_number": 0, "response": created},
-                ),
-                _frame(
-                    "response.output_item.added",
-                    {
-                        "type": "response.output_item.added",
-                        "sequence_number": 1,
-                        "output_index": 0,
-                        "item": started,
-                    },
-                ),
-                _frame(
-                    "response.content_part.added",
-                    {
-                        "type": "response.content_part.added",
-                        "sequence_number": 2,
-                        **at,
-                        "part": {**self.part, "text": ""},
-                    },
-                ),
-            ]
-        )
+        created = response_object(self.response_id, self.model, [], None)
+        events = [("response.created", {"response": created}), *message_opening(0, self.item)]
+        return _frames(events, 0)
 
     def delta(self, index: int) -> bytes:
-        # A template: the words are plain ASCII, so no JSON escaping is needed.
-        body = (
-            b"event: response.output_text.delta\ndata: "
-            b'{"type":"response.output_text.delta","sequence_number":%d,"item_id":"%s",'
-            b'"output_index":0,"content_index":0,"delta":"%s","logprobs":[]}\n\n'
-            % (index + 3, self.message_id.encode(), self.words[index].encode())
-        )
-        return b"%x\r\n%s\r\n" % (len(body), body)
+        return _chunk(self._delta % (index + 3, self.words[index].encode()))
 
     def tail(self) -> bytes:
-        at = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        seq = len(self.words) + 3
-        usage = _usage(self.input_tokens, len(self.words))
-        completed = _response(self.response_id, self.model, [self.item], usage)
-        return b"".join(
-            [
-                _frame(
-                    "response.output_text.done",
-                    {
-                        "type": "response.output_text.done",
-                        "sequence_number": seq,
-                        **at,
-                        "text": self.text,
-                        "logprobs": [],
-                    },
-                ),
-                _frame(
-                    "response.content_part.done",
-                    {
-                        "type": "response.content_part.done",
-                        "sequence_number": seq + 1,
-                        **at,
-                        "part": self.part,
-                    },
-                ),
-                _frame(
-                    "response.output_item.done",
-                    {
-                        "type": "response.output_item.done",
-                        "sequence_number": seq + 2,
-                        "output_index": 0,
-                        "item": self.item,
-                    },
-                ),
-                _frame(
-                    "response.completed",
-                    {
-                        "type": "response.completed",
-                        "sequence_number": seq + 3,
-                        "response": completed,
-                    },
-                ),
-                b"0\r\n\r\n",
-            ]
-        )
+        completed = response_object(self.response_id, self.model, [self.item], self.usage)
+        events = [*message_closing(0, self.item), ("response.completed", {"response": completed})]
+        return _frames(events, len(self.words) + 3) + b"0\r\n\r\n"
 
     def json(self) -> bytes:
-        usage = _usage(self.input_tokens, len(self.words))
-        return json.dumps(_response(self.response_id, self.model, [self.item], usage)).encode()
+        completed = response_object(self.response_id, self.model, [self.item], self.usage)
+        return json.dumps(completed).encode()
 
 
 class Upstream:
@@ -294,7 +207,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.0)
     args = parser.parse_args()
-    run = asyncio.run
+    run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     try:
         import uvloop
 

@@ -1,12 +1,20 @@
-"""Fixtures shared by the whole suite: migrated databases on SQLite and PostgreSQL."""
+"""Fixtures shared by the whole suite: migrated databases on SQLite and PostgreSQL,
+ChatKit clients on them, the fake OpenAI server, and a PostgreSQL cluster of a test's own."""
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from chatkit_backend.store.migrations import upgrade_to_head
-from tests.chat_client import ChatClient, chat_client
-from tests.databases import fresh_postgres_database, require_postgres, sqlite_url
+from tests.support.chat_client import ChatClient, chat_client
+from tests.support.fake_openai import FakeOpenAI, running_fake_openai
+from tests.support.needs import require_postgres, require_server_binaries
+from tests.support.postgres import (
+    ThrowawayPostgres,
+    fresh_postgres_database,
+    sqlite_url,
+    throwaway_postgres,
+)
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +54,24 @@ async def sqlite_client(sqlite_database_url: str) -> AsyncIterator[ChatClient]:
     """A ChatKit client for one fresh user on SQLite only."""
     async with chat_client(sqlite_database_url) as chat:
         yield chat
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI server, one for the session (see `fake`)."""
+    with running_fake_openai() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_server: FakeOpenAI) -> FakeOpenAI:
+    """The fake OpenAI server, its script and records cleared for this test."""
+    fake_server.reset()
+    return fake_server
+
+
+@pytest.fixture
+def postgres_cluster() -> Iterator[ThrowawayPostgres]:
+    """A started PostgreSQL cluster of the test's own, to stop and start at will."""
+    with throwaway_postgres(require_server_binaries()) as cluster:
+        yield cluster

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_process import PROJECT_ROOT
+from tests.support.processes import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

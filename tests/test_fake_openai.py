@@ -1,7 +1,7 @@
 """The fake OpenAI server against the real `openai` client and Agents SDK, no app involved."""
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,13 +21,12 @@ from agents.items import ToolCallItem
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from openai import AsyncOpenAI
 
-from tests.fake_openai import (
+from tests.support.fake_openai import (
     FakeOpenAI,
     Recorded,
     Reply,
     ToolCall,
     handoff,
-    running_fake_openai,
     tokens,
 )
 
@@ -40,18 +39,6 @@ APIS: dict[str, MakeModel] = {
     "chat_completions": lambda client: OpenAIChatCompletionsModel(MODEL, openai_client=client),
     "responses": lambda client: OpenAIResponsesModel(MODEL, openai_client=client),
 }
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeOpenAI]:
-    with running_fake_openai() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_server: FakeOpenAI) -> FakeOpenAI:
-    fake_server.reset()
-    return fake_server
 
 
 @asynccontextmanager

@@ -1,4 +1,5 @@
-"""The reliability suite's shared fixtures: one fake model upstream and one server.
+"""The reliability suite's shared server, answering with the session's fake model
+upstream (`fake_server`, `fake`: tests/conftest.py).
 
 Starting a server and migrating its database costs seconds; the tests that can share
 one do, each as users of its own (the server runs with JWT auth). The crash test kills
@@ -9,26 +10,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, running_fake_openai
 from tests.reliability.kit import FIGURES, LONG, MAX_BODY, POOL, SECRET, SLOTS
-from tests.reliability.servers import Served, served_on_postgres
+from tests.reliability.servers import served_on_postgres
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import ServerProcess
 
 
 @pytest.fixture(scope="session")
-def fake_server() -> Iterator[FakeOpenAI]:
-    with running_fake_openai() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_server: FakeOpenAI) -> FakeOpenAI:
-    """The fake model upstream, its script and records cleared for this test."""
-    fake_server.reset()
-    return fake_server
-
-
-@pytest.fixture(scope="session")
-def served(fake_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    fake_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     env = {
         "AUTH_MODE": "jwt",
         "JWT_SECRET": SECRET,

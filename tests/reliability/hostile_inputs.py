@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.sse import parse_events, user_input
+from tests.support.sse import parse_events, user_input
 
 # Strings that have broken servers: control and format characters, lone surrogates,
 # normalisation traps, path and injection tricks, ids of the right shape that exist

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 
 from chatkit_backend.auth.mint import mint_token
 from chatkit_backend.settings import Settings
-from tests.reliability.servers import Served
-from tests.sse import user_input
+from tests.support.processes import ServerProcess
+from tests.support.sse import user_input
 
 LONG = os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
 # The shared server's settings (see conftest.py).
@@ -79,7 +79,9 @@ def token(user: str, tenant: str = "acme") -> str:
     return mint_token(settings, user=user, tenant=tenant, role=None)
 
 
-def client_for(served: Served, user: str | None = None, tenant: str = "acme") -> httpx.AsyncClient:
+def client_for(
+    served: ServerProcess, user: str | None = None, tenant: str = "acme"
+) -> httpx.AsyncClient:
     """An HTTP client acting as `user` (a new one by default) on the shared server."""
     user = user or f"user-{secrets.token_hex(4)}"
     headers = {"Authorization": f"Bearer {token(user, tenant)}"}

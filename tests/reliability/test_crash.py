@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Reply
 from tests.reliability.kit import (
     LONG,
     Ledger,
@@ -28,7 +27,9 @@ from tests.reliability.kit import (
     stream,
     text_of,
 )
-from tests.reliability.servers import Served, served_on_postgres
+from tests.reliability.servers import served_on_postgres
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
 
@@ -44,7 +45,7 @@ PATIENCE_SECONDS = LEASE_SECONDS + 15 if LONG else 0
 
 
 @pytest.fixture
-def served(fake_server: FakeOpenAI, tmp_path: Path) -> Iterator[Served]:
+def served(fake_server: FakeOpenAI, tmp_path: Path) -> Iterator[ServerProcess]:
     """A server of its own, with no auth: it is killed."""
     env = {"MAX_STREAMS_PER_USER": str(IN_FLIGHT + 1), "RATE_LIMIT_PER_MINUTE": "100000"}
     with served_on_postgres(tmp_path, fake_server.base_url, **env) as served:
@@ -52,7 +53,7 @@ def served(fake_server: FakeOpenAI, tmp_path: Path) -> Iterator[Served]:
 
 
 async def test_sigkill_mid_stream_loses_no_accepted_message(
-    served: Served, fake: FakeOpenAI
+    served: ServerProcess, fake: FakeOpenAI
 ) -> None:
     ledger = Ledger()
     async with httpx.AsyncClient(base_url=served.base_url, timeout=30) as http:
@@ -69,7 +70,7 @@ async def test_sigkill_mid_stream_loses_no_accepted_message(
 
 
 async def _kill_mid_answers(
-    served: Served, http: httpx.AsyncClient, fake: FakeOpenAI, ledger: Ledger, round: int
+    served: ServerProcess, http: httpx.AsyncClient, fake: FakeOpenAI, ledger: Ledger, round: int
 ) -> None:
     fake.always(Reply(text=ANSWER, delta_delay=0.05))  # two seconds an answer
     earlier = list(ledger.sent)[1 : 1 + IN_FLIGHT // 2]  # the first thread stays idle

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Reply, tokens
 from tests.reliability.kit import (
     LONG,
     SECRET,
@@ -29,7 +28,9 @@ from tests.reliability.kit import (
     summary,
     text_of,
 )
-from tests.reliability.servers import Served, served_on_postgres
+from tests.reliability.servers import served_on_postgres
+from tests.support.fake_openai import FakeOpenAI, Reply, tokens
+from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
 
@@ -77,7 +78,7 @@ def api_server(
     request: pytest.FixtureRequest,
     fake_server: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Served]:
+) -> Iterator[ServerProcess]:
     """The shared server (Responses API), or one speaking Chat Completions."""
     if request.param == "responses":
         yield request.getfixturevalue("served")
@@ -99,7 +100,7 @@ async def no_upstream_streams_left(fake: FakeOpenAI) -> None:
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[fault.name for fault in FAULTS])
 async def test_a_model_fault_loses_nothing(
-    api_server: Served, fake: FakeOpenAI, fault: Fault
+    api_server: ServerProcess, fake: FakeOpenAI, fault: Fault
 ) -> None:
     served = api_server
     fake.always(fault.reply)

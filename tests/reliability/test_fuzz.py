@@ -27,7 +27,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatkit_backend.app import create_app
-from tests.auth_helpers import SECRET, claims, jwt_settings, new_user, token_for
 from tests.reliability.hostile_inputs import (
     CONTENT_TYPES,
     IdPool,
@@ -36,8 +35,9 @@ from tests.reliability.hostile_inputs import (
     request_bodies,
 )
 from tests.reliability.kit import FUZZ, MAX_BODY, LoopThread, count, scale, token
-from tests.reliability.servers import Served
-from tests.sse import user_input
+from tests.support.auth import SECRET, claims, jwt_settings, new_user, token_for
+from tests.support.processes import ServerProcess
+from tests.support.sse import user_input
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
 
@@ -178,7 +178,9 @@ def test_hostile_claims_in_valid_tokens(target: Target, sub: Any, tenant: Any, r
 @pytest.mark.slow
 @settings(FUZZ, max_examples=scale(30, 500))
 @given(data=st.data())
-def test_hostile_bodies_over_the_wire(served: Served, target: Target, data: st.DataObject) -> None:
+def test_hostile_bodies_over_the_wire(
+    served: ServerProcess, target: Target, data: st.DataObject
+) -> None:
     body = data.draw(request_bodies(target.ids, MAX_BODY), label="body")
     content_type = data.draw(st.sampled_from(CONTENT_TYPES), label="content type")
     headers = {"content-type": content_type} if content_type else {}

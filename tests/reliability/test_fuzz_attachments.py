@@ -21,11 +21,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatkit_backend.attachments.content import MAX_NAME_LENGTH
-from tests.attachment_helpers import PNG, TEXT, UPLOAD_URL, stored_files, uploaded
-from tests.auth_helpers import jwt_app, new_user
-from tests.chat_client import ChatClient
 from tests.reliability.hostile_inputs import NASTY_STRINGS, check_answer
 from tests.reliability.kit import FUZZ, LoopThread, count
+from tests.support.attachments import PNG, TEXT, UPLOAD_URL, stored_files, uploaded
+from tests.support.auth import jwt_app, new_user
+from tests.support.chat_client import ChatClient
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Reply
 from tests.reliability.kit import (
     LONG,
     POOL,
@@ -38,7 +37,10 @@ from tests.reliability.kit import (
     text_of,
     token,
 )
-from tests.reliability.servers import Served, gauges_at_rest, postgres_backends
+from tests.reliability.servers import gauges_at_rest
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.postgres import postgres_backends
+from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
 
@@ -66,7 +68,9 @@ def hang_up_mid_body(base_url: str, user: str) -> None:
         sock.sendall(head.encode() + b'{"type": "threads.create", "params": {"input": ')
 
 
-async def test_random_hang_ups_leave_nothing_half_written(served: Served, fake: FakeOpenAI) -> None:
+async def test_random_hang_ups_leave_nothing_half_written(
+    served: ServerProcess, fake: FakeOpenAI
+) -> None:
     fake.always(Reply(text=ANSWER, delta_delay=0.01))
     rng = random.Random(8 if not LONG else None)
     database = served.env["DATABASE_URL"]
@@ -174,7 +178,7 @@ def _get(thread_id: str) -> dict[str, object]:
     return {"type": "threads.get_by_id", "params": {"thread_id": thread_id}}
 
 
-async def _slots_are_all_free(served: Served, user: str, fake: FakeOpenAI) -> None:
+async def _slots_are_all_free(served: ServerProcess, user: str, fake: FakeOpenAI) -> None:
     """SLOTS streams open at once (none was leaked), and one more is refused."""
     fake.always(Reply(text=ANSWER, delta_delay=0.05))
     first = [Turn(0) for _ in range(SLOTS)]
@@ -190,7 +194,9 @@ async def _slots_are_all_free(served: Served, user: str, fake: FakeOpenAI) -> No
     assert all(turn.status == 200 and not turn.errors for turn in first)
 
 
-async def test_a_hang_up_stops_the_model_call_at_once(served: Served, fake: FakeOpenAI) -> None:
+async def test_a_hang_up_stops_the_model_call_at_once(
+    served: ServerProcess, fake: FakeOpenAI
+) -> None:
     # A slow answer (8 s): a model call left running would still be streaming long after.
     fake.always(Reply(text=ANSWER, delta_delay=0.2))
     async with client_for(served) as http:

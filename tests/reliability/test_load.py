@@ -17,7 +17,6 @@ import secrets
 import httpx
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Recorded, Reply
 from tests.reliability.kit import (
     LONG,
     POOL,
@@ -32,7 +31,10 @@ from tests.reliability.kit import (
     summary,
     text_of,
 )
-from tests.reliability.servers import Served, gauges_at_rest, postgres_backends
+from tests.reliability.servers import gauges_at_rest
+from tests.support.fake_openai import FakeOpenAI, Recorded, Reply
+from tests.support.postgres import postgres_backends
+from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.postgres]
 
@@ -60,7 +62,7 @@ def tenant_of(user: str) -> str:
 
 
 async def test_concurrent_users_find_exactly_what_was_acknowledged(
-    served: Served, fake: FakeOpenAI
+    served: ServerProcess, fake: FakeOpenAI
 ) -> None:
     fake.respond_with(reply)
     ledger: dict[str, list[tuple[str, str, str]]] = {}  # thread -> acknowledged items

@@ -1,12 +1,12 @@
 """PostgreSQL restarts while answers stream; requests fail cleanly, nothing accepted is
 lost, and the server recovers by itself.
 
-A PostgreSQL cluster of the test's own (tests/served_helpers.py) under a real server:
-several answers are streaming (messages acknowledged, answers half shown) when the
-cluster stops. Every open stream ends with an `error` event after a complete frame;
-requests during the outage are 503 `database_unavailable` JSON (or, for a new thread,
-a stream ending in an error); after the cluster is back the server answers again
-without a restart, every thread loads, every acknowledged item is there in order,
+A PostgreSQL cluster of the test's own (`postgres_cluster`, tests/conftest.py) under a
+real server: several answers are streaming (messages acknowledged, answers half shown)
+when the cluster stops. Every open stream ends with an `error` event after a complete
+frame; requests during the outage are 503 `database_unavailable` JSON (or, for a new
+thread, a stream ending in an error); after the cluster is back the server answers
+again without a restart, every thread loads, every acknowledged item is there in order,
 nothing is there that nobody sent, every thread takes a new message, and the server's
 gauges show no stream open and no connection checked out.
 """
@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Reply
 from tests.reliability.kit import (
     Ledger,
     Turn,
@@ -30,8 +29,10 @@ from tests.reliability.kit import (
     stream,
     text_of,
 )
-from tests.reliability.servers import Served, gauges_at_rest, served_on
-from tests.served_helpers import ThrowawayPostgres, throwaway_postgres
+from tests.reliability.servers import gauges_at_rest, served_on
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.postgres import ThrowawayPostgres
+from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -41,21 +42,18 @@ IN_FLIGHT = scale(4, 8)
 
 
 @pytest.fixture
-def cluster() -> Iterator[ThrowawayPostgres]:
-    with throwaway_postgres() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def served(cluster: ThrowawayPostgres, fake_server: FakeOpenAI, tmp_path: Path) -> Iterator[Served]:
+def served(
+    postgres_cluster: ThrowawayPostgres, fake_server: FakeOpenAI, tmp_path: Path
+) -> Iterator[ServerProcess]:
     env = {"MAX_STREAMS_PER_USER": str(IN_FLIGHT + 1), "RATE_LIMIT_PER_MINUTE": "100000"}
-    with served_on(cluster.url, tmp_path, fake_server.base_url, **env) as served:
+    with served_on(postgres_cluster.url, tmp_path, fake_server.base_url, **env) as served:
         yield served
 
 
 async def test_a_postgres_restart_mid_stream_loses_no_accepted_message(
-    served: Served, cluster: ThrowawayPostgres, fake: FakeOpenAI
+    served: ServerProcess, postgres_cluster: ThrowawayPostgres, fake: FakeOpenAI
 ) -> None:
+    cluster = postgres_cluster
     ledger = Ledger()
     async with httpx.AsyncClient(base_url=served.base_url, timeout=30) as http:
         fake.always(Reply(text=ANSWER))

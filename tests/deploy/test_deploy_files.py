@@ -1,0 +1,250 @@
+"""The deployment files: Dockerfile, compose.yaml, .env.example, .dockerignore.
+
+No Docker engine runs here, so these check the files' structure and run the image's
+commands (from the same working-directory layout) outside a container instead.
+"""
+
+import json
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from alembic.script import ScriptDirectory
+
+from chatkit_backend.cli import _parser as cli_parser
+from chatkit_backend.settings import Settings
+from chatkit_backend.store.migrations import alembic_config
+from chatkit_backend.store.tables import metadata
+from tests.deploy.image import FIELDS, image_environment, run_in, tables
+from tests.support.processes import CLI, PROJECT_ROOT
+
+SERVE = ["chatkit-backend", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+
+# ---- Dockerfile ----
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuations joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue  # Docker drops comment and blank lines, even inside a continuation.
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a line continuation"
+    return instructions
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions((PROJECT_ROOT / "Dockerfile").read_text())
+
+
+@pytest.fixture(scope="module")
+def runtime_stage(dockerfile: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The instructions of the last stage: the image that actually ships."""
+    last_from = max(i for i, (keyword, _) in enumerate(dockerfile) if keyword == "FROM")
+    return dockerfile[last_from:]
+
+
+def _arguments(stage: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [arguments for name, arguments in stage if name == keyword]
+
+
+def test_dockerfile_is_multi_stage_on_python_311_slim(dockerfile: list[tuple[str, str]]) -> None:
+    bases = _arguments(dockerfile, "FROM")
+    assert len(bases) >= 2
+    assert all(base.split()[0] == "python:3.11-slim" for base in bases)
+    # The runtime stage takes the built environment from the builder.
+    assert any(arguments.startswith("--from=") for arguments in _arguments(dockerfile, "COPY"))
+
+
+def test_dockerfile_runs_as_a_non_root_user(runtime_stage: list[tuple[str, str]]) -> None:
+    users = _arguments(runtime_stage, "USER")
+    assert users, "the runtime stage sets no USER, so it runs as root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+
+
+def test_dockerfile_has_the_app_layout(runtime_stage: list[tuple[str, str]]) -> None:
+    assert _arguments(runtime_stage, "WORKDIR")[-1] == "/app"
+    sources = [arguments.split()[0] for arguments in _arguments(runtime_stage, "COPY")]
+    # `migrate` finds alembic.ini, and alembic/ beside it, in the working directory.
+    assert "alembic.ini" in sources
+    assert "alembic" in sources
+    assert any("/app/data" in arguments for arguments in _arguments(runtime_stage, "RUN"))
+
+
+def test_dockerfile_serves_on_8000(runtime_stage: list[tuple[str, str]]) -> None:
+    assert _arguments(runtime_stage, "EXPOSE") == ["8000"]
+    assert _arguments(runtime_stage, "STOPSIGNAL") == ["SIGTERM"]
+    assert json.loads(_arguments(runtime_stage, "ENTRYPOINT")[-1]) == ["/app/docker/entrypoint.sh"]
+    assert any(
+        "docker/entrypoint.sh" in arguments for arguments in _arguments(runtime_stage, "COPY")
+    )
+    command = json.loads(_arguments(runtime_stage, "CMD")[-1])
+    assert command == SERVE
+    cli_parser().parse_args(command[1:])  # flags the CLI really has
+
+
+def test_dockerfile_healthcheck_needs_no_curl(runtime_stage: list[tuple[str, str]]) -> None:
+    healthchecks = _arguments(runtime_stage, "HEALTHCHECK")
+    assert len(healthchecks) == 1
+    _, _, exec_form = healthchecks[0].partition("CMD ")
+    command = json.loads(exec_form)
+    assert command[:2] == ["python", "-c"]
+    assert "http://127.0.0.1:8000/healthz" in command[2]
+    compile(command[2], "<healthcheck>", "exec")  # valid Python
+
+
+def test_dockerignore_keeps_secrets_out_and_sources_in() -> None:
+    patterns = {
+        line.strip()
+        for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".venv", ".git", "data"} <= patterns
+    # What the Dockerfile copies must stay in the build context.
+    assert not {"pyproject.toml", "README.md", "src", "alembic", "alembic.ini"} & patterns
+
+
+# ---- compose.yaml ----
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
+    return document
+
+
+def _named_volumes(service: dict[str, Any]) -> dict[str, str]:
+    """Mount target -> volume name, for the short `name:/path` volumes of a service."""
+    mounts: dict[str, str] = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if not source.startswith((".", "/", "~")):
+            mounts[target] = source
+    return mounts
+
+
+def test_compose_db_is_postgres_with_a_healthcheck(compose: dict[str, Any]) -> None:
+    db = compose["services"]["db"]
+    assert db["image"].startswith("postgres:16")
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(db["environment"])
+    assert "pg_isready" in db["healthcheck"]["test"]
+    assert "/var/lib/postgresql/data" in _named_volumes(db)
+
+
+def test_compose_app_waits_for_a_healthy_db(compose: dict[str, Any]) -> None:
+    app = compose["services"]["app"]
+    assert app["build"] == "."
+    assert "8000:8000" in app["ports"]
+    assert app["depends_on"]["db"]["condition"] == "service_healthy"
+    assert app["restart"] == "unless-stopped"
+    url = app["environment"]["DATABASE_URL"]
+    assert url.startswith("postgresql+asyncpg://")
+    assert "@db:5432/" in url
+    # The app must start without a .env file.
+    assert {"path": ".env", "required": False} in app["env_file"]
+
+
+def test_compose_migrates_once_then_serves(compose: dict[str, Any]) -> None:
+    migrate, app = compose["services"]["migrate"], compose["services"]["app"]
+    # One migration step that the app replicas wait for, instead of each migrating.
+    assert migrate["command"] == ["/app/docker/migrate.sh"]
+    assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
+    assert migrate["restart"] == "no"
+    assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert app["environment"]["MIGRATE_ON_START"] == "false"
+    assert migrate["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
+    # Exec form through the entrypoint: the server, not a shell, gets SIGTERM.
+    command = app["command"]
+    assert command[:2] == ["chatkit-backend", "serve"]
+    arguments = cli_parser().parse_args(command[1:])
+    assert (arguments.host, arguments.port) == ("0.0.0.0", 8000)
+    assert arguments.workers >= 2
+    # Longer than the streams' grace (25 s) plus uvicorn's margin (10 s).
+    assert app["stop_grace_period"] == "40s"
+
+
+def test_compose_named_volumes_are_declared(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    used = {
+        name
+        for service in compose["services"].values()
+        for name in _named_volumes(service).values()
+    }
+    assert used
+    assert used <= declared
+    assert "/app/data" in _named_volumes(compose["services"]["app"])
+
+
+# ---- .env.example ----
+
+
+def _example_settings() -> list[tuple[str, str]]:
+    """(NAME, value) for each setting line, commented out or not."""
+    settings: list[tuple[str, str]] = []
+    for raw in (PROJECT_ROOT / ".env.example").read_text().splitlines():
+        line = raw.removeprefix("#").strip()
+        name, equals, value = line.partition("=")
+        if equals and name.isidentifier() and name.isupper():
+            settings.append((name, value))
+    return settings
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting from the real environment leaks into a Settings() built by the test."""
+    for key in list(os.environ):
+        if key.lower() in FIELDS:
+            monkeypatch.delenv(key)
+
+
+def test_env_example_lists_exactly_the_settings() -> None:
+    names = [name.lower() for name, _ in _example_settings()]
+    assert len(names) == len(set(names)), "a setting is listed twice"
+    assert set(names) - FIELDS == set(), "listed but not a setting"
+    assert FIELDS - set(names) == set(), "a setting is missing"
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_env_example_shows_the_real_defaults(tmp_path: Path) -> None:
+    defaults = Settings(_env_file=None).model_dump()
+    # A copy used as is changes nothing ...
+    untouched = Settings(_env_file=PROJECT_ROOT / ".env.example")
+    assert untouched.model_dump() == defaults
+    # ... and neither does uncommenting every line, blank ones (unset) included.
+    uncommented = tmp_path / ".env"
+    uncommented.write_text("".join(f"{n}={v}\n" for n, v in _example_settings()))
+    assert Settings(_env_file=uncommented).model_dump() == defaults
+
+
+# ---- the image's commands, run outside Docker ----
+
+
+@pytest.mark.slow
+def test_migrate_command_from_the_image_layout(image_layout: Path, tmp_path: Path) -> None:
+    database = tmp_path / "x.db"
+    environment = image_environment(DATABASE_URL=f"sqlite+aiosqlite:///{database}")
+
+    # Twice: compose runs `migrate` on every start, so it must be a no-op when current.
+    for _ in range(2):
+        result = run_in(image_layout, CLI, "migrate", env=environment)
+        assert result.returncode == 0, result.stderr
+
+    with closing(sqlite3.connect(database)) as connection:
+        (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert set(metadata.tables) <= tables(database)
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()

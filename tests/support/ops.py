@@ -1,0 +1,55 @@
+"""Helpers for the operations tests: request bodies, answer leases, a metric reader."""
+
+import asyncio
+import re
+from typing import Any
+
+from sqlalchemy import select
+
+from chatkit_backend.store.engine import create_engine
+from chatkit_backend.store.tables import THREADS
+from tests.support.sse import user_input
+
+
+def body(type: str, **params: Any) -> dict[str, Any]:
+    return {"type": type, "params": params}
+
+
+def message(thread_id: str, text: str = "again") -> dict[str, Any]:
+    return body("threads.add_user_message", thread_id=thread_id, input=user_input(text))
+
+
+async def lease_of(database_url: str, thread_id: str) -> str | None:
+    """The token of the answer lease on a thread, or None while it is free."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(THREADS.c.answer_lease_token).where(THREADS.c.id == thread_id)
+            token: str | None = (await conn.execute(query)).scalar_one_or_none()
+            return token
+    finally:
+        await engine.dispose()
+
+
+async def wait_for_lease(
+    database_url: str, thread_id: str, held: bool, seconds: float = 10
+) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if (await lease_of(database_url, thread_id) is not None) == held:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the lease of {thread_id} never became {'held' if held else 'free'}")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text; 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)", line)
+        if match is None or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            return float(match.group(4))
+    return 0.0
