@@ -148,7 +148,9 @@ class MyChatKitServer(ChatKitServer[dict[str, Any]]):
             thread.id, after=None, limit=20, order="desc", context=context
         )
         items = list(reversed(items_page.data))
-        agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
+        agent_context: AgentContext[dict[str, Any]] = AgentContext(
+            thread=thread, store=self.store, request_context=context
+        )
         result = Runner.run_streamed(
             self.assistant_agent,
             await simple_to_agent_input(items),

@@ -17,7 +17,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3)
 
 
-def _target(name: str, measured: Any, limit: str, met: bool | None, note: str = "") -> dict:
+def _target(
+    name: str, measured: Any, limit: str, met: bool | None, note: str = ""
+) -> dict[str, Any]:
     return {"target": name, "measured": measured, "limit": limit, "met": met, "note": note}
 
 

@@ -42,7 +42,8 @@ from sqlalchemy import Table, insert, text
 from bench.wire import Connection
 from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.sql_store import ITEMS, THREADS, SQLStore
+from chatkit_backend.store.sql_store import SQLStore
+from chatkit_backend.store.tables import ITEMS, THREADS
 
 TENANT = "local"
 SMALL_USER = "small"
