@@ -3,10 +3,11 @@
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from agents import Model, ModelProvider, OpenAIChatCompletionsModel, OpenAIResponsesModel
+from agents.models.interface import Model, ModelProvider
 from openai import AsyncOpenAI
 
 from chatkit_backend.providers.offline import OfflineModel
+from chatkit_backend.providers.openai_models import LeanChatCompletionsModel, LeanResponsesModel
 from chatkit_backend.settings import GEMINI_BASE_URL, ModelApi, Settings
 
 # Local servers (Ollama, llama.cpp) ignore the key, but the client insists on one.
@@ -48,10 +49,11 @@ class Provider(ModelProvider):
         if self.client is None:
             return OfflineModel(token_delay=self.token_delay)
         match self.api:
+            # The SDK's OpenAI models, reading their streams without per-event validation.
             case "responses":
-                return OpenAIResponsesModel(model=name, openai_client=self.client)
+                return LeanResponsesModel(model=name, openai_client=self.client)
             case "chat_completions":
-                return OpenAIChatCompletionsModel(model=name, openai_client=self.client)
+                return LeanChatCompletionsModel(model=name, openai_client=self.client)
             case _:
                 assert_never(self.api)
 
