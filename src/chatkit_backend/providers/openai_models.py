@@ -6,7 +6,7 @@ auth, retries, timeouts and status errors (`RateLimitError`, `AuthenticationErro
 The model's output is then read by our `LeanStream` instead of openai's `AsyncStream`.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal, cast, overload
 
 from agents.agent_output import AgentOutputSchemaBase
@@ -18,10 +18,16 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel, _ResponseStreamWithRequestId
 from agents.tool import Tool
 from agents.tracing import GenerationSpanData, Span
-from openai import AsyncOpenAI, AsyncStream
+from openai import NOT_GIVEN, AsyncOpenAI, AsyncStream
+from openai._base_client import make_request_options
+from openai._compat import model_dump
+from openai._constants import RAW_RESPONSE_HEADER
+from openai._response import AsyncAPIResponse, AsyncResponseContextManager
+from openai._utils import is_given
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 from openai.types.responses.response_prompt_param import ResponsePromptParam
+from pydantic import BaseModel
 
 from chatkit_backend.providers.streaming import ChatChunkStream, ResponseEventStream
 
@@ -102,7 +108,7 @@ class LeanResponsesModel(OpenAIResponsesModel):
         )
         # As the SDK: keep the raw response open while the events are read, for its
         # request id; status errors raise here, from the openai client.
-        api_response_cm = client.responses.with_streaming_response.create(**create_kwargs)
+        api_response_cm = _post_streamed(client, create_kwargs)
         api_response = await api_response_cm.__aenter__()
         try:
             events = ResponseEventStream(
@@ -120,6 +126,55 @@ class LeanResponsesModel(OpenAIResponsesModel):
             request_id=api_response.request_id,
             cleanup=lambda: api_response_cm.__aexit__(None, None, None),
         )
+
+
+def _post_streamed(
+    client: AsyncOpenAI, create_kwargs: dict[str, Any]
+) -> AsyncResponseContextManager[AsyncAPIResponse[Response]]:
+    """`client.responses.with_streaming_response.create(**create_kwargs)`, without the
+    openai client's typed transform of the body.
+
+    That transform walks every key of the request against the TypedDicts of the
+    Responses API, resolving type hints as it goes: with a thread's history as input it
+    cost milliseconds per item, the largest single share of a streamed turn. For these
+    params it changes nothing but leaving out unset values (no field has an alias or a
+    format), which `_plain` does; the request is the same bytes (tests compare them).
+    """
+    kwargs = dict(create_kwargs)
+    headers = {**(kwargs.pop("extra_headers", None) or {}), RAW_RESPONSE_HEADER: "stream"}
+    options = make_request_options(
+        extra_headers=headers,
+        extra_query=kwargs.pop("extra_query", None),
+        extra_body=kwargs.pop("extra_body", None),
+        timeout=kwargs.pop("timeout", NOT_GIVEN),
+        security={"bearer_auth": True},
+    )
+    request = client.post(
+        "/responses",
+        body=_plain(kwargs),
+        options=options,
+        cast_to=Response,
+        stream=True,
+        stream_cls=AsyncStream[ResponseStreamEvent],
+    )
+    return AsyncResponseContextManager(cast(Any, request))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready data: unset values dropped, iterables as lists, models as dicts."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items() if is_given(item)}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, BaseModel):
+        # As openai's transform dumps a model.
+        exclude = getattr(value, "__api_exclude__", None)
+        return model_dump(value, exclude_unset=True, mode="json", exclude=exclude)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, Iterable):
+        return [_plain(item) for item in value]
+    return value
 
 
 class LeanChatCompletionsModel(OpenAIChatCompletionsModel):
