@@ -22,21 +22,23 @@ from chatkit_backend.attachments.cleanup import cleanup_schedule
 from chatkit_backend.attachments.model_input import AttachmentInput
 from chatkit_backend.attachments.service import build_attachments
 from chatkit_backend.auth.tokens import build_verifier
+from chatkit_backend.chat.admission import Admission
 from chatkit_backend.chat.checks import RequestChecker
-from chatkit_backend.chat.leases import AnswerLocks
+from chatkit_backend.chat.json_requests import JsonRequests
 from chatkit_backend.chat.limits import InProcessLimiter
-from chatkit_backend.chat.server import ChatServer
+from chatkit_backend.chat.turn import Turns
 from chatkit_backend.ops.logs import configure_logging
 from chatkit_backend.ops.metrics import process_exiting, watch_pool
 from chatkit_backend.ops.shutdown import Drain
 from chatkit_backend.providers.provider import Provider, build_provider
-from chatkit_backend.runtime import chatkit_merge
 from chatkit_backend.runtime.answerer import Answerer
+from chatkit_backend.runtime.history import HistoryConverter
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.attachments import AttachmentRecords
+from chatkit_backend.store.employees import EmployeeDirectory
 from chatkit_backend.store.engine import engine_for
-from chatkit_backend.store.leases import ThreadLeases
 from chatkit_backend.store.sql_store import SQLStore
+from chatkit_backend.store.turns import TurnStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +46,41 @@ logger = logging.getLogger(__name__)
 def build_services(settings: Settings, provider: Provider) -> Services:
     """Every service a request may use, wired once."""
     # First what can fail on a bad setting, so nothing is left open when it does.
-    agent_factory = load_factory(settings.agent)
     verifier = build_verifier(settings)
     engine = engine_for(settings)
+    agent_factory = load_factory(settings.agent, EmployeeDirectory(engine))
     files = build_attachments(settings, AttachmentRecords(engine))
     store = SQLStore(engine, attachment_view=files.links.present)
     selector = AgentSelector(
         agent_factory, [message_length_guardrail(settings.input_guardrail_max_chars)]
     )
-    answerer = Answerer(provider, selector, store.usage, settings)
+    answerer = Answerer(provider, selector, settings)
     model_input = AttachmentInput(
         files.storage, settings.max_attachment_bytes, files_accepted=provider.reads_files
+    )
+    admission = Admission(
+        settings.max_open_streams,
+        settings.max_waiting_streams,
+        settings.stream_lag_limit_seconds,
+        database_slots=settings.database_pool_size,
+    )
+    turns = Turns(
+        store,
+        TurnStore(engine, attachment_view=files.links.present, gate=admission.database),
+        answerer,
+        HistoryConverter(model_input),
+        settings,
     )
     return Services(
         settings=settings,
         engine=engine,
-        server=ChatServer(store, answerer, settings, files, model_input),
+        store=store,
+        requests=JsonRequests(store, files),
+        turns=turns,
         checker=RequestChecker(store, settings),
         files=files,
         limiter=InProcessLimiter(settings.rate_limit_per_minute, settings.max_streams_per_user),
-        locks=AnswerLocks(ThreadLeases(engine)),
+        admission=admission,
         drain=Drain(settings.shutdown_grace_seconds),
         verifier=verifier,
     )
@@ -77,8 +94,6 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
     settings = settings or Settings()
     provider = build_provider(settings)
     services = build_services(settings, provider)
-    # chatkit's merge of the run's events left reads (and the run) going: see the module.
-    chatkit_merge.install()
     _warn_about(settings)
 
     @asynccontextmanager
@@ -116,18 +131,22 @@ def create_served_app() -> FastAPI:
 
 @asynccontextmanager
 async def _operations_running(services: Services, hook_signals: bool) -> AsyncIterator[None]:
-    """Watch the pool, hear SIGTERM (when serving), and tidy the metrics at the end."""
+    """Watch the pool and the loop's lag, hear SIGTERM (when serving), tidy the metrics."""
     undo = services.drain.hook_signals() if hook_signals else None
     pool_size = services.settings.database_pool_size
-    pool_watch = asyncio.create_task(watch_pool(services.engine, pool_size))
+    watches = [
+        asyncio.create_task(watch_pool(services.engine, pool_size)),
+        asyncio.create_task(services.admission.watch_lag()),
+    ]
     try:
         yield
     finally:
         if undo is not None:
             undo()
-        pool_watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pool_watch
+        for watch in watches:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         process_exiting()
 
 

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=20_000, ge=1, le=1_000_000)
     rate_limit_per_minute: int = Field(default=120, ge=1, le=1_000_000)
     max_streams_per_user: int = Field(default=3, ge=1, le=1000)
+    # Admission control (chat/admission.py): streams past these are refused with 503.
+    max_open_streams: int = Field(default=1500, ge=1, le=100_000)
+    max_waiting_streams: int = Field(default=1000, ge=1, le=100_000)
+    stream_lag_limit_seconds: float = Field(default=10.0, ge=0, le=600)
 
     attachments_dir: str = "./data/attachments"
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1, le=5 * 1024**3)

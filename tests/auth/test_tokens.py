@@ -200,7 +200,7 @@ async def test_a_valid_token_scopes_threads_to_its_user_and_tenant(
         user = new_user()
         alice = await app.client(user, "acme")
         thread_id, _ = await alice.new_thread("hello")
-        store = app.app.state.services.server.sql_store
+        store = app.app.state.services.store
         thread = await store.load_thread(thread_id, RequestContext(Owner("acme", user)))
         assert thread.id == thread_id
         again = await app.client(user, "acme")  # a fresh token for the same person

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from chatkit_backend.chat.leases import AnswerLocks
+from chatkit_backend.chat.leases import LeaseKeeper, new_lease
 from chatkit_backend.context import Owner, RequestContext
-from chatkit_backend.errors import ThreadBusy
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.leases import ThreadLeases
+from chatkit_backend.store.tables import THREADS
+from chatkit_backend.store.turns import Lease, ThreadBusyError, TurnStore
 from tests.support.chat_client import assert_envelope, local_app
 from tests.support.ops import body, lease_of, message, wait_for_lease
 from tests.support.sse import answer_text, parse_events, user_input
@@ -71,23 +71,28 @@ async def test_a_lease_runs_out_when_its_holder_dies(sqlite_database_url: str) -
     async with local_app(sqlite_database_url) as (_, http):
         created = await http.post("/chatkit", json=body("threads.create", input=user_input("x")))
         thread_id = parse_events(created.text)[0]["thread"]["id"]
-        user = await http.post("/chatkit", json=body("threads.get_by_id", thread_id=thread_id))
-        assert user.is_success
     engine = create_engine(sqlite_database_url)
     try:
         owner = await _owner(engine, thread_id)
-        short = AnswerLocks(ThreadLeases(engine), ttl=0.3, renew_every=60)
-        held = await short.acquire(thread_id, owner)
-        held._renewer.cancel()  # the holder "crashes": no renewals, no release
-        with pytest.raises(ThreadBusy):
-            await short.acquire(thread_id, owner)
+        turns = TurnStore(engine)
+
+        async def claim(lease: Lease) -> None:
+            await turns.open(thread_id, owner, lease, history_limit=5)
+
+        crashed = new_lease(0.3)
+        await claim(crashed)  # the holder "crashes": no renewals, no release
+        with pytest.raises(ThreadBusyError):
+            await claim(new_lease(0.3))
         await asyncio.sleep(0.4)
-        taken = await short.acquire(thread_id, owner)  # ran out: free for the next one
-        await held.release()  # a late release by the old holder frees nothing
-        with pytest.raises(ThreadBusy):
-            await short.acquire(thread_id, owner)
-        await taken.release()
-        await (await short.acquire(thread_id, owner)).release()
+        taken = new_lease(0.3)
+        await claim(taken)  # ran out: free for the next one
+        await turns.release(thread_id, crashed)  # a late release by the old holder frees nothing
+        with pytest.raises(ThreadBusyError):
+            await claim(new_lease(0.3))
+        await turns.release(thread_id, taken)
+        last = new_lease(0.3)
+        await claim(last)
+        await turns.release(thread_id, last)
     finally:
         await engine.dispose()
 
@@ -99,21 +104,24 @@ async def test_a_held_lease_is_renewed(sqlite_database_url: str) -> None:
     engine = create_engine(sqlite_database_url)
     try:
         owner = await _owner(engine, thread_id)
-        locks = AnswerLocks(ThreadLeases(engine), ttl=0.3, renew_every=0.1)
-        held = await locks.acquire(thread_id, owner)
+        turns = TurnStore(engine)
+        held = new_lease(0.3)
+        await turns.open(thread_id, owner, held, history_limit=5)
+        keeper = LeaseKeeper(turns, thread_id, held, renew_every=0.1)
+        keeper.start()
         await asyncio.sleep(0.6)  # twice the lease: only renewals keep it
-        with pytest.raises(ThreadBusy):
-            await locks.acquire(thread_id, owner)
-        await held.release()
-        await (await locks.acquire(thread_id, owner)).release()
+        with pytest.raises(ThreadBusyError):
+            await turns.open(thread_id, owner, new_lease(0.3), history_limit=5)
+        await keeper.release()
+        freed = new_lease(0.3)
+        await turns.open(thread_id, owner, freed, history_limit=5)
+        await turns.release(thread_id, freed)
     finally:
         await engine.dispose()
 
 
 async def _owner(engine: Any, thread_id: str) -> RequestContext:
     from sqlalchemy import select
-
-    from chatkit_backend.store.leases import THREADS
 
     async with engine.connect() as conn:
         query = select(THREADS.c.tenant_id, THREADS.c.user_id).where(THREADS.c.id == thread_id)

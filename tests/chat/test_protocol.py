@@ -12,6 +12,7 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 
+from chatkit_backend.chat.leases import new_lease
 from chatkit_backend.context import Owner, RequestContext
 from tests.support.chat_client import ChatClient
 from tests.support.sse import answer_item, answer_text, deltas, user_input
@@ -23,7 +24,7 @@ def _context(client: ChatClient) -> RequestContext:
 
 
 def _store(client: ChatClient):  # type: ignore[no-untyped-def]
-    return client.http._transport.app.state.services.server.sql_store  # type: ignore[attr-defined]
+    return client.http._transport.app.state.services.store  # type: ignore[attr-defined]
 
 
 async def test_create_streams_an_offline_answer_token_by_token(client: ChatClient) -> None:
@@ -232,9 +233,11 @@ async def test_history_is_the_newest_items_oldest_first(sqlite_database_url: str
             await client.stream(
                 "threads.add_user_message", thread_id=thread_id, input=user_input(text)
             )
-        server = client.http._transport.app.state.services.server  # type: ignore[attr-defined]
-        thread = await server.store.load_thread(thread_id, _context(client))
-        recent = await server.recent_items(thread, _context(client))
+        services = client.http._transport.app.state.services  # type: ignore[attr-defined]
+        lease = new_lease()
+        opened = await services.turns.turns.open(thread_id, _context(client), lease, 3)
+        await services.turns.turns.release(thread_id, lease)
+        recent = opened.history
         every = await client.items(thread_id)
         assert [i.id for i in recent] == [i["id"] for i in every[-3:]]
 

@@ -37,8 +37,11 @@ from agents.run_config import RunConfig
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
 from agents.tool import function_tool
 from openai import AsyncOpenAI, AsyncStream
-from openai._base_client import BaseClient
+from openai._base_client import BaseClient, make_request_options
+from openai._response import AsyncResponseContextManager
 from openai._streaming import SSEDecoder, _SSELineDecoder
+from openai._utils._transform import _async_transform_recursive
+from openai.resources.responses.responses import AsyncResponses
 from openai.types.responses import Response, ResponseCompletedEvent
 from pydantic import BaseModel
 
@@ -774,6 +777,12 @@ MIRRORED: list[tuple[str, Any, str]] = [
         "c82c41c6283098dd",
     ),
     ("agents _ResponseStreamWithRequestId", _ResponseStreamWithRequestId, "fcaf1a7fff92a226"),
+    # The Responses request is posted without the typed transform (openai_models.py
+    # `_post_streamed`): what `responses.create` does, and the transform it skips.
+    ("openai AsyncResponses.create", AsyncResponses.create, "e933c7dc90fd1573"),
+    ("openai make_request_options", make_request_options, "b7cb5b48fc154743"),
+    ("openai AsyncResponseContextManager", AsyncResponseContextManager, "cb0daf943b2d9d96"),
+    ("openai _async_transform_recursive", _async_transform_recursive, "5d6a5002e314755b"),
 ]
 
 

@@ -38,7 +38,7 @@ async def chat_client(
         **{"titles": False, **overrides},  # a title is one more model request
     )
     app = create_app(settings)
-    provider = app.state.services.server.answerer.provider
+    provider = app.state.services.turns.answerer.provider
     assert isinstance(provider.get_model(None), OpenAIResponsesModel)
     async with (
         app.router.lifespan_context(app),

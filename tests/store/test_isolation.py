@@ -148,7 +148,7 @@ class World:
     async def snapshot(self) -> dict[str, Any]:
         thread = await self.owner.call("threads.get_by_id", thread_id=self.ids.thread)
         threads = await self.owner.call("threads.list", limit=100)
-        store = self.app.app.state.services.server.sql_store
+        store = self.app.app.state.services.store
         return {
             "thread": thread,
             "items": await self.owner.items(self.ids.thread),
@@ -176,7 +176,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
             created_at=datetime.now(),
             inputs=[StructuredInputFreeform(id="q1", question="Your name?")],
         )
-        store = app.app.state.services.server.sql_store
+        store = app.app.state.services.store
         await store.add_thread_item(thread_id, question, context)
         attachment = await uploaded(owner, "plans.png", PNG, "image/png")
         ids = Ids(thread_id, user_message, answer, question.id, attachment["id"], "")

@@ -9,29 +9,37 @@ from agents.models.default_models import get_default_model_settings
 from chatkit.agents import AgentContext
 
 from chatkit_backend.agents.assistant import build_assistant
-from chatkit_backend.agents.employees import build_erp_agent, describe_lookup
+from chatkit_backend.agents.employees import describe_lookup, erp_agent
 from chatkit_backend.agents.router import build_router
 from chatkit_backend.context import RequestContext
 from chatkit_backend.runtime.workflow import Label
+from chatkit_backend.store.employees import EmployeeDirectory
 
 ChatAgent = Agent[AgentContext[RequestContext]]
 AgentFactory = Callable[[RequestContext], ChatAgent]
 
-BUILT_IN: dict[str, AgentFactory] = {
-    "assistant": build_assistant,
-    "erp-support": build_erp_agent,
-    "router": build_router,
-}
+BUILT_IN_NAMES = ("assistant", "erp-support", "router")
 LABELS: Mapping[str, Label] = {"get_employee": describe_lookup}
 
 
-def load_factory(spec: str) -> AgentFactory:
+def built_in(name: str, employees: EmployeeDirectory) -> AgentFactory:
+    """A built-in agent's factory, with the data its tools read handed in."""
+    match name:
+        case "erp-support":
+            return erp_agent(employees)
+        case "router":
+            return build_router
+        case _:
+            return build_assistant
+
+
+def load_factory(spec: str, employees: EmployeeDirectory) -> AgentFactory:
     """Resolve `AGENT`: a built-in name or `package.module:function`; fails fast."""
-    if spec in BUILT_IN:
-        return BUILT_IN[spec]
+    if spec in BUILT_IN_NAMES:
+        return built_in(spec, employees)
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        known = ", ".join(sorted(BUILT_IN))
+        known = ", ".join(sorted(BUILT_IN_NAMES))
         raise ValueError(f"AGENT must be one of {known} or 'module:function', not {spec!r}")
     try:
         module = importlib.import_module(module_name)

@@ -1,6 +1,7 @@
 """`erp-support`: answers questions about colleagues with a directory lookup tool."""
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -10,7 +11,8 @@ from chatkit.agents import AgentContext
 from chatkit_backend.agents.assistant import who_is_asking
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.employees import Employee, EmployeeDirectory
-from chatkit_backend.store.sql_store import SQLStore
+
+ChatAgent = Agent[AgentContext[RequestContext]]
 
 INSTRUCTIONS = (
     "You are the ERP support assistant of the user's company. When asked about an "
@@ -19,36 +21,37 @@ INSTRUCTIONS = (
 )
 
 
-@function_tool
-async def get_employee(
-    wrapper: RunContextWrapper[AgentContext[RequestContext]], employee_id: int
-) -> str:
-    """Look up an employee of the user's organisation by employee number.
-
-    Args:
-        employee_id: The employee number, e.g. 7.
-    """
-    store = wrapper.context.store
-    assert isinstance(store, SQLStore)
-    # The tenant comes from the verified request, never from the model's arguments.
-    tenant_id = wrapper.context.request_context.owner.tenant_id
-    employee = await store.employees.find(tenant_id, employee_id)
-    if employee is None:
-        return json.dumps({"found": False, "employee_id": employee_id})
-    return json.dumps({"found": True, **asdict(employee)})
-
-
 def describe_lookup(arguments: dict[str, Any]) -> str:
     return f"Looking up employee {arguments.get('employee_id', '')}…"
 
 
-def build_erp_agent(context: RequestContext) -> Agent[AgentContext[RequestContext]]:
-    """An assistant with the `get_employee` tool."""
-    return Agent[AgentContext[RequestContext]](
-        name="ERP support",
-        instructions=f"{INSTRUCTIONS}\n{who_is_asking(context)}",
-        tools=[get_employee],
-    )
+def erp_agent(directory: EmployeeDirectory) -> Callable[[RequestContext], ChatAgent]:
+    """The `erp-support` factory: an assistant whose `get_employee` tool reads `directory`."""
+
+    @function_tool
+    async def get_employee(
+        wrapper: RunContextWrapper[AgentContext[RequestContext]], employee_id: int
+    ) -> str:
+        """Look up an employee of the user's organisation by employee number.
+
+        Args:
+            employee_id: The employee number, e.g. 7.
+        """
+        # The tenant comes from the verified request, never from the model's arguments.
+        tenant_id = wrapper.context.request_context.owner.tenant_id
+        employee = await directory.find(tenant_id, employee_id)
+        if employee is None:
+            return json.dumps({"found": False, "employee_id": employee_id})
+        return json.dumps({"found": True, **asdict(employee)})
+
+    def build(context: RequestContext) -> ChatAgent:
+        return ChatAgent(
+            name="ERP support",
+            instructions=f"{INSTRUCTIONS}\n{who_is_asking(context)}",
+            tools=[get_employee],
+        )
+
+    return build
 
 
 # Different tenants get different people: a lookup across tenants would show.

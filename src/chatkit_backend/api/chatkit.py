@@ -1,6 +1,5 @@
 """`POST /chatkit`: the one endpoint the ChatKit frontend talks to."""
 
-from chatkit.server import NonStreamingResult
 from chatkit.types import is_streaming_req
 from fastapi import APIRouter, Request, Response
 
@@ -52,6 +51,5 @@ async def chatkit_endpoint(
     if is_streaming_req(chatkit_request):
         # Then 503 while shutting down, 429 for stream slots, 409 for a busy thread.
         return await start_stream(services, chatkit_request, context)
-    result = await services.server.handle(chatkit_request, context)
-    assert isinstance(result, NonStreamingResult)
-    return Response(content=result.json, media_type="application/json")
+    body = await services.requests.handle(chatkit_request, context)
+    return Response(content=body, media_type="application/json")

@@ -12,14 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.attachments.service import AttachmentService
 from chatkit_backend.auth.tokens import TokenVerifier
+from chatkit_backend.chat.admission import Admission
 from chatkit_backend.chat.checks import RequestChecker
-from chatkit_backend.chat.leases import AnswerLocks
+from chatkit_backend.chat.json_requests import JsonRequests
 from chatkit_backend.chat.limits import Limiter
-from chatkit_backend.chat.server import ChatServer
+from chatkit_backend.chat.turn import Turns
 from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.errors import Unauthorized
 from chatkit_backend.ops.shutdown import Drain
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.sql_store import SQLStore
 
 LOCAL_USER_ROLE = "member"
 
@@ -30,11 +32,13 @@ class Services:
 
     settings: Settings
     engine: AsyncEngine
-    server: ChatServer
+    store: SQLStore
+    requests: JsonRequests
+    turns: Turns
     checker: RequestChecker
     files: AttachmentService
     limiter: Limiter
-    locks: AnswerLocks
+    admission: Admission
     drain: Drain
     # None in AUTH_MODE=none: every request is the local user.
     verifier: TokenVerifier | None

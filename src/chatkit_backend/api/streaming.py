@@ -3,20 +3,17 @@ that end cleanly and notice a client that went away."""
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
-from chatkit.errors import ErrorCode
-from chatkit.server import StreamingResult
-from chatkit.types import ChatKitReq, ErrorEvent
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from chatkit.types import ChatKitReq, is_streaming_req
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from chatkit_backend.api.deps import Services
-from chatkit_backend.chat.leases import AnswerLock
-from chatkit_backend.chat.stream import AnswerStream
+from chatkit_backend.chat.stream import KEEPALIVE_FRAME, error_frame
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import Unavailable
 from chatkit_backend.ops.shutdown import Drain
@@ -24,28 +21,18 @@ from chatkit_backend.ops.shutdown import Drain
 logger = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-# An SSE comment: clients ignore it, proxies see traffic.
-KEEPALIVE_FRAME = b": keep-alive\n\n"
 SHUTDOWN_MESSAGE = (
     "The server is restarting. Your message and the answer so far are saved; "
     "send your message again to continue."
 )
-# Longest the end-of-stream clean-up (releasing the thread, metrics) may take.
-CLEANUP_SECONDS = 10.0
-
-
-def error_frame(message: str | None = None, allow_retry: bool = True) -> bytes:
-    event = ErrorEvent(code=ErrorCode.STREAM_ERROR, message=message, allow_retry=allow_retry)
-    return b"data: " + event.model_dump_json(exclude_none=True).encode() + b"\n\n"
+# Writes the stream's frames, handing each to the callable it is given.
+Producer = Callable[[Callable[[bytes], None]], Awaitable[None]]
 
 
 class StreamHooks(Protocol):
-    """What the endpoint does around a stream: see each frame, and clean up at the end."""
+    """What the endpoint does when a stream ends."""
 
-    async def frame(self, frame: bytes) -> None:
-        """Called with each frame before it is sent."""
-
-    async def closed(self, outcome: str) -> None:
+    def closed(self, outcome: str) -> None:
         """Called once: completed, error (it raised), cancelled (client gone) or drained."""
 
 
@@ -53,27 +40,28 @@ class EventStreamResponse(StreamingResponse):
     """A `text/event-stream` response that ends cleanly however the answer goes.
 
     - A failure after the stream started becomes an `error` event and a clean end.
-    - A client that goes away cancels the answer: the SDK's cancellation handling keeps
-      the partial answer (Starlette only watches for disconnects on old ASGI servers).
+    - A client that goes away cancels the producer: the turn keeps the partial answer
+      (Starlette only watches for disconnects on old ASGI servers).
     - Silent stretches (a slow tool or model) get `: keep-alive` comments, so proxies
       do not cut an idle stream.
     - On shutdown, an answer still open at the drain deadline is cancelled the same
       way, then the client gets an `error` event (retry allowed) and a clean end.
+    - Frames that pile up while the client reads are written together, in one send.
     """
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        frames: AsyncIterator[bytes],
+        produce: Producer,
         on_close: Callable[[], None] | None = None,
         *,
         hooks: StreamHooks | None = None,
         keepalive_seconds: float | None = None,
         drain: Drain | None = None,
     ) -> None:
-        super().__init__(frames, headers=SSE_HEADERS)
-        self.frames = frames
+        super().__init__((), headers=SSE_HEADERS)
+        self.produce = produce
         self.on_close = on_close
         self.hooks = hooks
         self.keepalive_seconds = keepalive_seconds
@@ -89,15 +77,13 @@ class EventStreamResponse(StreamingResponse):
             # However the stream ended (done, failed, client gone): e.g. free its slot.
             if self.on_close is not None:
                 self.on_close()
-            await self._close_hooks()
+            self._close_hooks()
 
-    async def _close_hooks(self) -> None:
+    def _close_hooks(self) -> None:
         if self.hooks is None or self._hooks_closed:
             return
         self._hooks_closed = True
-        # Runs while being cancelled too; bounded, so a dead database cannot hang it.
-        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-            await self.hooks.closed(self.outcome)
+        self.hooks.closed(self.outcome)
 
     async def _stream_until_done_or_gone(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as task_group:
@@ -119,8 +105,8 @@ class EventStreamResponse(StreamingResponse):
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         # Unbounded, so the producer never waits for the client: a cancel (client gone,
-        # shutdown) then always lands inside the SDK's generator, where its cancellation
-        # handling keeps the partial answer. An answer is finite, so the buffer is too.
+        # shutdown) then always lands inside the turn, where its cancellation handling
+        # keeps the partial answer. An answer is finite, so the buffer is too.
         sender, receiver = anyio.create_memory_object_stream[bytes | None](math.inf)
         producer_scope = anyio.CancelScope()
         self._last_sent = anyio.current_time()
@@ -134,8 +120,11 @@ class EventStreamResponse(StreamingResponse):
                 async for frame in receiver:
                     if frame is None:
                         break
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    body, more = _with_waiting(frame, receiver)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                     self._last_sent = anyio.current_time()
+                    if not more:
+                        break
                 task_group.cancel_scope.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -145,25 +134,17 @@ class EventStreamResponse(StreamingResponse):
         error = False
         with scope:
             try:
-                async for frame in self.frames:
-                    if self.hooks is not None:
-                        await self.hooks.frame(frame)
-                    sender.send_nowait(frame)
+                await self.produce(sender.send_nowait)
             except Exception as exc:
                 logger.warning("stream failed: %s", type(exc).__name__)
                 error = True
-                failed = error_frame()
-                if self.hooks is not None:
-                    await self.hooks.frame(failed)
-                sender.send_nowait(failed)
+                sender.send_nowait(error_frame())
         if scope.cancelled_caught:
             self.outcome = "drained"
             sender.send_nowait(error_frame(SHUTDOWN_MESSAGE, allow_retry=True))
         else:
             self.outcome = "error" if error else "completed"
-        # Before the last frames go out: a client that sends again as soon as it sees the
-        # end must find the thread free (its lease released), not get a 409.
-        await self._close_hooks()
+        self._close_hooks()
         sender.send_nowait(None)
 
     async def _keep_alive(self, sender: MemoryObjectSendStream[bytes | None], every: float) -> None:
@@ -180,29 +161,51 @@ class EventStreamResponse(StreamingResponse):
         producer.cancel()
 
 
+def _with_waiting(
+    frame: bytes, receiver: MemoryObjectReceiveStream[bytes | None]
+) -> tuple[bytes, bool]:
+    """`frame` joined with the frames already waiting; False once the end was among them."""
+    frames = [frame]
+    while True:
+        try:
+            waiting = receiver.receive_nowait()
+        except anyio.WouldBlock:
+            break
+        if waiting is None:
+            return b"".join(frames), False
+        frames.append(waiting)
+    return (frames[0] if len(frames) == 1 else b"".join(frames)), True
+
+
 async def start_stream(
     services: Services, chatkit_request: ChatKitReq, context: RequestContext
 ) -> EventStreamResponse:
-    """Refuse (503 draining, 429 slots, 409 busy thread) before any byte; then stream."""
+    """Refuse (503 draining, 429 slots, 503 overload, 404/409 thread) before any byte."""
+    assert is_streaming_req(chatkit_request)
     if services.drain.draining:
         raise Unavailable("The server is restarting; try again in a moment", "shutting_down")
     slot = services.limiter.open_stream(context.owner)
-    lock: AnswerLock | None = None
     try:
-        thread_id = getattr(chatkit_request.params, "thread_id", None)
-        if isinstance(thread_id, str):
-            lock = await services.locks.acquire(thread_id, context)
-        result = await services.server.handle(chatkit_request, context)
+        ticket = services.admission.admit()
     except BaseException:
         slot.release()
-        if lock is not None:
-            await lock.release()
         raise
-    assert isinstance(result, StreamingResult)
-    hooks = AnswerStream(chatkit_request.type, context, services.locks, lock, slot)
+    try:
+        turn = await services.turns.open(chatkit_request, context)
+    except BaseException:
+        slot.release()
+        ticket.close()
+        raise
+    ticket.started()
+
+    def closed() -> None:
+        slot.release()
+        ticket.close()
+
     return EventStreamResponse(
-        result.json_events,
-        hooks=hooks,
+        turn.run,
+        on_close=closed,
+        hooks=turn,
         keepalive_seconds=services.settings.sse_keepalive_seconds,
         drain=services.drain,
     )

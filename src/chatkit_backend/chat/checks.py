@@ -53,9 +53,11 @@ class RequestChecker:
             case ThreadsCreateReq():
                 await self._input(request.params.input, context, None)
             case ThreadsAddUserMessageReq():
-                await self._thread(request.params.thread_id, context)
+                # The turn's first transaction finds the thread (404) as it claims it.
                 await self._input(request.params.input, context, request.params.thread_id)
-            case ThreadsGetByIdReq() | ThreadsDeleteReq():
+            case ThreadsGetByIdReq():
+                pass  # the read itself finds the thread, or answers 404
+            case ThreadsDeleteReq():
                 await self._thread(request.params.thread_id, context)
             case ThreadsUpdateReq():
                 await self._thread(request.params.thread_id, context)
@@ -64,7 +66,6 @@ class RequestChecker:
             case ThreadsListReq():
                 request.params.limit = self._page_size(request.params.limit)
             case ItemsListReq():
-                await self._thread(request.params.thread_id, context)
                 request.params.limit = self._page_size(request.params.limit)
             case ItemsFeedbackReq():
                 await self._thread(request.params.thread_id, context)

@@ -1,91 +1,48 @@
-"""What happens around one streamed answer: the frames it sends, and what ends with it."""
+"""The frames of a streamed answer: ChatKit events as server-sent events.
 
-import json
-from enum import Enum, auto
+Every frame is `data: <event JSON>\n\n`, the JSON exactly as the SDK serialises its
+events (by alias, no nulls, no integration metadata). Text deltas, most of a stream's
+frames, are written from a template: only the delta itself is escaped.
+"""
 
-from chatkit_backend.chat.leases import AnswerLock, AnswerLocks
-from chatkit_backend.chat.limits import StreamLease
-from chatkit_backend.context import RequestContext
-from chatkit_backend.ops.logs import current
-from chatkit_backend.ops.metrics import StreamObserver
+import orjson
+from chatkit.errors import ErrorCode
+from chatkit.types import (
+    AssistantMessageContentPartTextDelta,
+    ErrorEvent,
+    ThreadItemUpdatedEvent,
+    ThreadStreamEvent,
+)
 
-
-class Frame(Enum):
-    """The kinds of frame the stream's hooks act on; everything else is `OTHER`."""
-
-    THREAD_CREATED = auto()
-    TEXT_DELTA = auto()
-    ERROR = auto()
-    OTHER = auto()
-
-
-# The SDK serialises events with `type` first, so a prefix tells the event apart.
-_THREAD_CREATED = b'data: {"type":"thread.created"'
-_ERROR = b'data: {"type":"error"'
-_ITEM_UPDATED = b'data: {"type":"thread.item.updated"'
-_TEXT_DELTA = b'"type":"assistant_message.content_part.text_delta"'
+# An SSE comment: clients ignore it, proxies see traffic.
+KEEPALIVE_FRAME = b": keep-alive\n\n"
+_DELTA_START = b'data: {"type":"thread.item.updated","item_id":'
+_DELTA_MIDDLE = b',"update":{"type":"assistant_message.content_part.text_delta","content_index":'
+_DELTA_END = b"}}\n\n"
 
 
-def classify(frame: bytes) -> Frame:
-    """The kind of one `data: ...` frame, from its first bytes."""
-    if frame.startswith(_ITEM_UPDATED):
-        return Frame.TEXT_DELTA if _TEXT_DELTA in frame else Frame.OTHER
-    if frame.startswith(_THREAD_CREATED):
-        return Frame.THREAD_CREATED
-    if frame.startswith(_ERROR):
-        return Frame.ERROR
-    return Frame.OTHER
+def encode(event: ThreadStreamEvent) -> bytes:
+    """One event as one SSE frame."""
+    if type(event) is ThreadItemUpdatedEvent:
+        update = event.update
+        if type(update) is AssistantMessageContentPartTextDelta:
+            return b"".join(
+                (
+                    _DELTA_START,
+                    orjson.dumps(event.item_id),
+                    _DELTA_MIDDLE,
+                    str(update.content_index).encode(),
+                    b',"delta":',
+                    orjson.dumps(update.delta),
+                    _DELTA_END,
+                )
+            )
+    json = event.model_dump_json(
+        by_alias=True, exclude_none=True, context={"exclude_metadata": True}
+    )
+    return b"data: " + json.encode() + b"\n\n"
 
 
-def created_thread_id(frame: bytes) -> str:
-    """The new thread's id in a `thread.created` frame."""
-    thread_id: str = json.loads(frame.removeprefix(b"data: "))["thread"]["id"]
-    return thread_id
-
-
-class AnswerStream:
-    """The stream's hooks: claim a new thread, count metrics, release what it held."""
-
-    def __init__(
-        self,
-        chatkit_type: str,
-        context: RequestContext,
-        locks: AnswerLocks,
-        lock: AnswerLock | None,
-        slot: StreamLease,
-    ) -> None:
-        self.context = context
-        self.locks = locks
-        self.lock = lock
-        self.slot = slot
-        self.observer = StreamObserver(chatkit_type)
-        self.error_seen = False
-
-    async def frame(self, frame: bytes) -> None:
-        """Called with each frame before it is sent."""
-        match classify(frame):
-            case Frame.TEXT_DELTA:
-                self.observer.text_delta()
-            case Frame.THREAD_CREATED if self.lock is None:
-                # A new thread's id is known once the SDK has stored it; take its lease
-                # before anyone can learn the id from this frame and send to it.
-                thread_id = created_thread_id(frame)
-                if (info := current()) is not None:
-                    info.thread_id = thread_id
-                self.lock = await self.locks.acquire(thread_id, self.context)
-            case Frame.ERROR:
-                self.error_seen = True
-                self.observer.error_event()
-            case _:
-                pass
-
-    async def closed(self, outcome: str) -> None:
-        """Called once: completed, error, cancelled (client gone) or drained (shutdown)."""
-        if outcome == "completed" and self.error_seen:
-            outcome = "error"
-        self.slot.release()
-        if (info := current()) is not None:
-            info.outcome = outcome
-        self.observer.ended(outcome)
-        if self.lock is not None:
-            await self.lock.release()
+def error_frame(message: str | None = None, allow_retry: bool = True) -> bytes:
+    """The `error` event that ends a stream which cannot go on."""
+    return encode(ErrorEvent(code=ErrorCode.STREAM_ERROR, message=message, allow_retry=allow_retry))

@@ -66,6 +66,23 @@ DB_POOL_SIZE = Gauge(
     multiprocess_mode="livesum",
 )
 
+STREAMS_REFUSED = Counter(
+    "chatkit_streams_refused",
+    "Streams refused with 503 before they started, by why: too many open, too many "
+    "waiting for the database, or an event loop that lags.",
+    ["reason"],
+)
+STREAMS_WAITING = Gauge(
+    "chatkit_streams_waiting",
+    "Admitted streams waiting for their first database transaction.",
+    multiprocess_mode="livesum",
+)
+EVENT_LOOP_LAG = Gauge(
+    "chatkit_event_loop_lag_seconds",
+    "How late the event loop woke up in its last sample (the highest of the workers).",
+    multiprocess_mode="livemax",
+)
+
 POOL_SAMPLE_SECONDS = 1.0
 
 

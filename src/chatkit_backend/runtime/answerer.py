@@ -2,9 +2,7 @@
 user is told when it fails; the thread's title after the first answer."""
 
 import logging
-from collections.abc import AsyncIterator, Callable
 
-import anyio
 import openai
 from agents import Agent, Model, ModelSettings, RunConfig, Runner
 from agents.exceptions import (
@@ -16,18 +14,16 @@ from agents.exceptions import (
 )
 from agents.items import TResponseInputItem
 from agents.result import RunResultStreaming
-from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
-from chatkit.types import InferenceOptions, ThreadItemDoneEvent, ThreadStreamEvent
+from chatkit.types import InferenceOptions
 
 from chatkit_backend.agents.catalog import LABELS, AgentSelector
-from chatkit_backend.context import RequestContext
-from chatkit_backend.ops.metrics import count_error, count_tokens
+from chatkit_backend.ops.metrics import count_error
 from chatkit_backend.providers.provider import Provider
-from chatkit_backend.runtime.messages import AnswerTracker, RecordingModel, TextRecorder
+from chatkit_backend.runtime.events import RunEvents, TurnContext
+from chatkit_backend.runtime.recording import RecordingModel, TextRecorder, current_recorder
 from chatkit_backend.runtime.workflow import ActivityHooks, routed_task
 from chatkit_backend.settings import Settings
-from chatkit_backend.store.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +31,11 @@ logger = logging.getLogger(__name__)
 class Answerer:
     """Runs the selected agent on the configured provider and streams ChatKit events."""
 
-    def __init__(
-        self, provider: Provider, selector: AgentSelector, usage: UsageLedger, settings: Settings
-    ) -> None:
+    def __init__(self, provider: Provider, selector: AgentSelector, settings: Settings) -> None:
         self.provider = provider
         self.selector = selector
-        self.usage = usage
         self.settings = settings
+        self._run_configs: dict[str, RunConfig] = {}
 
     def model_name(self, options: InferenceOptions | None) -> str:
         """The composer's model when it is allowed, else the configured one."""
@@ -49,86 +43,75 @@ class Answerer:
         allowed = wanted is not None and wanted in self.settings.allowed_models
         return wanted if wanted is not None and allowed else self.settings.model_name
 
-    def run_config(self, model_name: str, recorder: TextRecorder | None = None) -> RunConfig:
-        # A Model instance, not a name: the SDK gives agents without a model its gpt-5
-        # defaults (reasoning effort, verbosity), which other models refuse.
-        model = self.provider.get_model(model_name)
-        return RunConfig(
-            model=RecordingModel(model, recorder) if recorder is not None else model,
-            # The SDK asks Chat Completions servers for usage only on api.openai.com.
-            model_settings=ModelSettings(
-                include_usage=True if self.provider.asks_for_usage else None
-            ),
-            tracing_disabled=not self.settings.agents_tracing,
-        )
+    def run_config(self, model_name: str) -> RunConfig:
+        """The run's configuration, made once per model: building a `RunConfig` resolves
+        its type hints, milliseconds of CPU that were a tenth of a streamed turn."""
+        config = self._run_configs.get(model_name)
+        if config is None:
+            # A Model instance, not a name: the SDK gives agents without a model its gpt-5
+            # defaults (reasoning effort, verbosity), which other models refuse.
+            model = RecordingModel(self.provider.get_model(model_name))
+            config = self._run_configs[model_name] = RunConfig(
+                model=model,
+                # The SDK asks Chat Completions servers for usage only on api.openai.com.
+                model_settings=ModelSettings(include_usage=self.provider.asks_for_usage or None),
+                tracing_disabled=not self.settings.agents_tracing,
+            )
+        return config
 
-    async def answer(
+    async def run(
         self,
-        agent_context: AgentContext[RequestContext],
+        context: TurnContext,
         history: list[TResponseInputItem],
         options: InferenceOptions | None,
-        new_message_id: Callable[[], str],
-    ) -> AsyncIterator[ThreadStreamEvent]:
-        context = agent_context.request_context
+        events: RunEvents,
+    ) -> None:
+        """Run the agent, handing its events to `events` (which also keeps what it spent).
+
+        A failure raises `CustomStreamError` with what the user should read, after the
+        answer so far has been handed on whole (even what the model said that the SDK
+        dropped unshown); what a guardrail withdrew stays withdrawn.
+        """
+        request_context = context.request_context
         tool_choice = options.tool_choice.id if options and options.tool_choice else None
-        selection = self.selector.select(context, tool_choice)
+        selection = self.selector.select(request_context, tool_choice)
         model_name = self.model_name(options)
-        tracker = AnswerTracker(new_message_id)
         recorder = TextRecorder()
+        recording = current_recorder.set(recorder)
         result: RunResultStreaming | None = None
         if selection.routed_to:
-            await agent_context.add_workflow_task(routed_task(selection.routed_to))
+            await context.add_workflow_task(routed_task(selection.routed_to))
         try:
             result = Runner.run_streamed(
                 selection.agent,
                 history,
-                context=agent_context,
-                run_config=self.run_config(model_name, recorder),
+                context=context,
+                run_config=self.run_config(model_name),
                 hooks=ActivityHooks(LABELS),
             )
-            async for event in stream_agent_response(agent_context, result):
-                yield tracker.rewrite(event)
+            events.spending(result, model_name)
+            async for event in result.stream_events():
+                await events.raw(event)
+            events.finish()
+        except (InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered) as exc:
+            self._failed(exc, context)
+            events.withdraw()
+            message, allow_retry = describe_failure(exc)
+            raise CustomStreamError(message, allow_retry=allow_retry) from None
         except Exception as exc:
-            log_failure(exc, agent_context.thread.id)
-            count_error(f"model_{type(exc).__name__}")
-            # Whatever was said before the failure stays in the thread, even what the SDK
-            # dropped unshown; what a guardrail withdrew stays withdrawn.
-            if isinstance(exc, InputGuardrailTripwireTriggered | OutputGuardrailTripwireTriggered):
-                for item in tracker.unfinished():
-                    yield ThreadItemDoneEvent(item=item)
-            else:
-                for event in tracker.salvage(recorder.messages, agent_context.thread.id):
-                    yield event
+            self._failed(exc, context)
+            events.salvage(recorder.messages)
             message, allow_retry = describe_failure(exc)
             raise CustomStreamError(message, allow_retry=allow_retry) from None
         finally:
-            _stop(result)
-            if result is not None:
-                # Also after a cancel: the tokens were spent either way.
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self._record_usage(result, agent_context, model_name)
-                    except Exception as exc:
-                        # The database may be away. A raise here helps nobody: when the
-                        # SDK's own write fails it drops this generator unclosed, so this
-                        # runs at garbage collection, in a task no one awaits.
-                        logger.warning("could not record usage: %s", type(exc).__name__)
+            current_recorder.reset(recording)
+            if result is not None and not result.is_complete:
+                # Ended early (failure or cancel): stop the run and its model call.
+                result.cancel()
 
-    async def _record_usage(
-        self, result: RunResultStreaming, agent_context: AgentContext[RequestContext], model: str
-    ) -> None:
-        usage = result.context_wrapper.usage
-        if usage.requests == 0 and usage.total_tokens == 0:
-            return
-        count_tokens(model, usage.input_tokens, usage.output_tokens)
-        await self.usage.record(
-            agent_context.thread.id,
-            agent_context.request_context,
-            model,
-            usage.requests,
-            usage.input_tokens,
-            usage.output_tokens,
-        )
+    def _failed(self, exc: Exception, context: TurnContext) -> None:
+        log_failure(exc, context.thread.id)
+        count_error(f"model_{type(exc).__name__}")
 
     async def title(self, first_message: str) -> str:
         """A title for a new thread: derived offline, asked of the model otherwise."""
@@ -136,16 +119,6 @@ class Answerer:
             return derived_title(first_message)
         model = self.provider.get_model(None)
         return await model_title(model, first_message, self.run_config(self.settings.model_name))
-
-
-def _stop(result: RunResultStreaming | None) -> None:
-    """Stop a run that is still going when its answer ends early (failure or cancel).
-
-    The merge in `chatkit_merge.py` already cancels the run when its stream is abandoned;
-    this also covers a failure before the stream was first read.
-    """
-    if result is not None and not result.is_complete:
-        result.cancel()
 
 
 def describe_failure(exc: Exception) -> tuple[str, bool]:

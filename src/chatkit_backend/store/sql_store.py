@@ -13,18 +13,18 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     delete,
     literal,
     literal_column,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.attachments import AttachmentRecords, AttachmentView, viewed
 from chatkit_backend.store.employees import EmployeeDirectory
-from chatkit_backend.store.tables import ATTACHMENTS, FEEDBACK, ITEMS, THREADS, owned
+from chatkit_backend.store.tables import ATTACHMENTS, FEEDBACK, ITEMS, THREADS, insert_for, owned
 from chatkit_backend.store.usage import UsageLedger
 
 _ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
@@ -83,6 +83,54 @@ def _page_of(rows: Sequence[Any], limit: int, parse: Any) -> Page[T]:
     )
 
 
+class _ReadStatements:
+    """A thread with one page of its items, for each order and with or without an
+    anchor: built once, with bound parameters."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self._pages: dict[tuple[Order, bool], Select[Any]] = {}
+
+    def page(self, order: Order, anchored: bool) -> Select[Any]:
+        key = (order, anchored)
+        if key not in self._pages:
+            self._pages[key] = self._page(order, anchored)
+        return self._pages[key]
+
+    def _page(self, order: Order, anchored: bool) -> Select[Any]:
+        tenant: ColumnElement[str] = ITEMS.c.tenant_id
+        user: ColumnElement[str] = ITEMS.c.user_id
+        if self.dialect == "sqlite":
+            # As in `_in_thread`: keep the owner columns out of SQLite's index choice.
+            tenant = literal_column("+items.tenant_id", ITEMS.c.tenant_id.type)
+            user = literal_column("+items.user_id", ITEMS.c.user_id.type)
+        joined = and_(
+            ITEMS.c.thread_id == THREADS.c.id,
+            tenant == bindparam("r_tenant"),
+            user == bindparam("r_user"),
+        )
+        if anchored:
+            anchor = (
+                select(ITEMS.c.seq)
+                .where(
+                    ITEMS.c.id == bindparam("r_after"), ITEMS.c.thread_id == bindparam("r_thread")
+                )
+                .scalar_subquery()
+            )
+            joined = and_(joined, ITEMS.c.seq > anchor if order == "asc" else ITEMS.c.seq < anchor)
+        return (
+            select(THREADS.c.data.label("thread_data"), ITEMS.c.id, ITEMS.c.data)
+            .select_from(THREADS.outerjoin(ITEMS, joined))
+            .where(
+                THREADS.c.id == bindparam("r_thread"),
+                THREADS.c.tenant_id == bindparam("r_tenant"),
+                THREADS.c.user_id == bindparam("r_user"),
+            )
+            .order_by(ITEMS.c.seq.asc() if order == "asc" else ITEMS.c.seq.desc())
+            .limit(bindparam("r_limit"))
+        )
+
+
 class SQLStore(Store[RequestContext]):
     """Threads, items, attachments and feedback in SQLite or PostgreSQL."""
 
@@ -93,6 +141,9 @@ class SQLStore(Store[RequestContext]):
         self.usage = UsageLedger(engine)
         self.attachments = AttachmentRecords(engine)
         self.attachment_view = attachment_view
+        # Reads need no transaction: on PostgreSQL that saves BEGIN and ROLLBACK trips.
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reads = _ReadStatements(self._dialect)
 
     def generate_thread_id(self, context: RequestContext) -> str:
         return new_id("thread")
@@ -108,7 +159,7 @@ class SQLStore(Store[RequestContext]):
         query = select(THREADS.c.data).where(
             THREADS.c.id == thread_id, owned(THREADS, context.owner)
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
         if data is None:
             raise NotFoundError(f"Thread {thread_id} not found")
@@ -146,9 +197,18 @@ class SQLStore(Store[RequestContext]):
                 THREADS.c.id == after, owned(THREADS, context.owner)
             )
         query = _keyset_page(query, THREADS, anchor, limit, _order(order))
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return _page_of(rows, limit, ThreadMetadata.model_validate_json)
+
+    async def rename_thread(
+        self, thread_id: str, title: str, context: RequestContext
+    ) -> ThreadMetadata:
+        """Give the owner's thread a new title; `NotFoundError` when there is none."""
+        thread = await self.load_thread(thread_id, context)
+        thread.title = title
+        await self.save_thread(thread, context)
+        return thread
 
     async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
         async with self.engine.begin() as conn:
@@ -176,11 +236,39 @@ class SQLStore(Store[RequestContext]):
         if after is not None:
             anchor = select(ITEMS.c.seq).where(ITEMS.c.id == after, in_thread)
         query = _keyset_page(query, ITEMS, anchor, limit, _order(order))
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         page: Page[ThreadItem] = _page_of(rows, limit, _ITEM.validate_json)
         page.data = [viewed(item, self.attachment_view, context) for item in page.data]
         return page
+
+    async def load_thread_page(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        context: RequestContext,
+    ) -> tuple[ThreadMetadata, Page[ThreadItem]]:
+        """The thread and one page of its items, in one statement; `NotFoundError` when
+        the thread is not the caller's (an empty thread is an empty page)."""
+        statement = self._reads.page(_order(order), after is not None)
+        params = {
+            "r_thread": thread_id,
+            "r_tenant": context.owner.tenant_id,
+            "r_user": context.owner.user_id,
+            "r_after": after,
+            "r_limit": limit + 1,
+        }
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(statement, params)).all()
+        if not rows:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        thread = ThreadMetadata.model_validate_json(rows[0].thread_data)
+        items = [row for row in rows if row.id is not None]
+        page: Page[ThreadItem] = _page_of(items, limit, _ITEM.validate_json)
+        page.data = [viewed(item, self.attachment_view, context) for item in page.data]
+        return thread, page
 
     async def add_thread_item(
         self, thread_id: str, item: ThreadItem, context: RequestContext
@@ -219,7 +307,7 @@ class SQLStore(Store[RequestContext]):
         query = select(ITEMS.c.data).where(
             ITEMS.c.id == item_id, ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner)
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
         if data is None:
             raise NotFoundError(f"Item {item_id} not found")
@@ -234,7 +322,7 @@ class SQLStore(Store[RequestContext]):
             ITEMS.c.thread_id == thread_id,
             owned(ITEMS, context.owner),
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return set((await conn.execute(query)).scalars().all())
 
     async def delete_thread_item(
@@ -271,7 +359,7 @@ class SQLStore(Store[RequestContext]):
         query = select(ATTACHMENTS.c.data).where(
             ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, context.owner)
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
         if data is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
@@ -322,7 +410,7 @@ class SQLStore(Store[RequestContext]):
         query = select(FEEDBACK.c.item_id, FEEDBACK.c.kind).where(
             FEEDBACK.c.thread_id == thread_id, owned(FEEDBACK, context.owner)
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {row.item_id: row.kind for row in rows}
 
@@ -344,14 +432,3 @@ RANDOM_BYTES = 16
 def new_id(item_type: StoreItemType) -> str:
     """Return `prefix_` followed by 32 random hex characters."""
     return f"{PREFIXES[item_type]}_{secrets.token_hex(RANDOM_BYTES)}"
-
-
-def insert_for(dialect: str, table: Table) -> Any:
-    """Return the dialect's `insert()` construct, which has `on_conflict_do_update`."""
-    match dialect:
-        case "postgresql":
-            return postgresql.insert(table)
-        case "sqlite":
-            return sqlite.insert(table)
-        case _:
-            raise ValueError(f"unsupported database dialect: {dialect}")

@@ -1,6 +1,7 @@
 """The database tables. Alembic migrations are generated from this metadata."""
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
 from chatkit_backend.context import Owner
@@ -162,3 +164,14 @@ USAGE = table_of(UsageRow)
 def owned(table: Table, owner: Owner) -> ColumnElement[bool]:
     """The rows of `owner`: every query made for a caller is cut by this."""
     return and_(table.c.tenant_id == owner.tenant_id, table.c.user_id == owner.user_id)
+
+
+def insert_for(dialect: str, table: Table) -> Any:
+    """Return the dialect's `insert()` construct, which has `on_conflict_do_update`."""
+    match dialect:
+        case "postgresql":
+            return postgresql.insert(table)
+        case "sqlite":
+            return sqlite.insert(table)
+        case _:
+            raise ValueError(f"unsupported database dialect: {dialect}")

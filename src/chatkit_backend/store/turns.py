@@ -1,0 +1,450 @@
+"""The writes of one streamed turn, in two transactions: one before the answer (claim the
+thread, load its history, store the user's message) and one after it (the answer's
+items, its token usage, the thread's new state, and the lease released).
+
+The lease lives on the thread row: `answer_lease_token` names the answer in progress and
+`answer_lease_until` when it runs out. Why a lease row and not PostgreSQL advisory locks:
+a session-level advisory lock lives on one connection, so every open stream would pin a
+pooled connection for as long as the model talks. Here taking, renewing and releasing
+are each part of a short statement on a pooled connection, on SQLite as on PostgreSQL,
+across processes. A crashed process stops renewing, and its lease runs out.
+
+Statements are built once with bound parameters: building SQLAlchemy expressions per
+call was a measurable part of a turn's CPU. Times come from the application's clock
+(UTC); replicas' clocks need only agree to within a small part of the lease.
+"""
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chatkit.types import Attachment, ThreadItem, ThreadMetadata
+from pydantic import TypeAdapter
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Delete,
+    Insert,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from chatkit_backend.context import RequestContext
+from chatkit_backend.store.attachments import AttachmentView
+from chatkit_backend.store.tables import ATTACHMENTS, ITEMS, THREADS, USAGE, insert_for
+
+_ITEMS_ADAPTER: TypeAdapter[list[ThreadItem]] = TypeAdapter(list[ThreadItem])
+_ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
+_UTC = DateTime(timezone=True)
+# Pool timeouts (10 s each) a turn's last transaction rides out before it gives up.
+POOL_ATTEMPTS = 6
+
+
+class ThreadBusyError(Exception):
+    """Another answer holds the thread's lease."""
+
+
+class ThreadMissingError(Exception):
+    """No such thread for this owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One answer's claim on its thread: a token, and how long it holds unrenewed."""
+
+    token: str
+    ttl: timedelta
+
+
+@dataclass(slots=True)
+class Opened:
+    """What the first transaction of a turn found: the thread and its newest items."""
+
+    thread: ThreadMetadata
+    # Oldest first, at most the history limit, including the message this turn added.
+    history: list[ThreadItem]
+    message: ThreadItem | None = None
+
+
+# Held around each transaction of a turn; see `TurnStore`.
+Gate = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def _no_gate() -> AsyncIterator[None]:
+    yield
+
+
+# Makes the turn's message once its attachments are loaded (as their owner sees them).
+NewMessage = Callable[[list[Attachment]], ThreadItem]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Model tokens an answer used."""
+
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(slots=True)
+class Finished:
+    """Everything the second transaction writes."""
+
+    # Upserted in this order; an item's place (`seq`) is kept when it already exists.
+    items: list[ThreadItem] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    # The thread's metadata when the turn changed it (a new title), else None.
+    thread: ThreadMetadata | None = None
+    usage: Usage | None = None
+
+
+def _owner_params(context: RequestContext) -> dict[str, Any]:
+    return {"o_tenant": context.owner.tenant_id, "o_user": context.owner.user_id}
+
+
+_THREAD_OWNED = and_(
+    THREADS.c.id == bindparam("o_thread"),
+    THREADS.c.tenant_id == bindparam("o_tenant"),
+    THREADS.c.user_id == bindparam("o_user"),
+)
+
+
+class TurnStatements:
+    """The turn's statements for one dialect, built once."""
+
+    def __init__(self, dialect: str) -> None:
+        self.claim: Update = (
+            update(THREADS)
+            .where(
+                _THREAD_OWNED,
+                or_(
+                    THREADS.c.answer_lease_until.is_(None),
+                    THREADS.c.answer_lease_until < bindparam("l_now", type_=_UTC),
+                ),
+            )
+            .values(
+                answer_lease_token=bindparam("l_token"),
+                answer_lease_until=bindparam("l_until", type_=_UTC),
+            )
+            .returning(THREADS.c.data)
+        )
+        self.exists: Select[Any] = select(THREADS.c.id).where(_THREAD_OWNED)
+        self.create_thread: Insert = THREADS.insert().values(
+            id=bindparam("o_thread"),
+            tenant_id=bindparam("o_tenant"),
+            user_id=bindparam("o_user"),
+            created_at=bindparam("t_now", type_=_UTC),
+            updated_at=bindparam("t_now", type_=_UTC),
+            data=bindparam("t_data"),
+            answer_lease_token=bindparam("l_token"),
+            answer_lease_until=bindparam("l_until", type_=_UTC),
+        )
+        # The thread's own index serves this on SQLite only if the owner columns stay out
+        # of index choice (the unary `+`); see store/sql_store.py.
+        tenant: ColumnElement[str] = ITEMS.c.tenant_id
+        user: ColumnElement[str] = ITEMS.c.user_id
+        if dialect == "sqlite":
+            tenant = literal_column("+items.tenant_id", ITEMS.c.tenant_id.type)
+            user = literal_column("+items.user_id", ITEMS.c.user_id.type)
+        in_thread = and_(
+            ITEMS.c.thread_id == bindparam("o_thread"),
+            tenant == bindparam("o_tenant"),
+            user == bindparam("o_user"),
+        )
+        self.history: Select[Any] = (
+            select(ITEMS.c.data)
+            .where(in_thread)
+            .order_by(ITEMS.c.seq.desc())
+            .limit(bindparam("h_limit"))
+        )
+        self.truncate: Delete = delete(ITEMS).where(
+            in_thread,
+            ITEMS.c.seq
+            > select(ITEMS.c.seq)
+            .where(ITEMS.c.id == bindparam("h_after"), in_thread)
+            .scalar_subquery(),
+        )
+        self.delete_items: Delete = delete(ITEMS).where(
+            in_thread, ITEMS.c.id.in_(bindparam("d_ids", expanding=True))
+        )
+        # INSERT ... SELECT from the owner's thread: an item can only land in a thread
+        # its owner holds, and an update keeps the item's place (`seq`) in the thread.
+        source = select(
+            bindparam("i_id"),
+            THREADS.c.id,
+            THREADS.c.tenant_id,
+            THREADS.c.user_id,
+            bindparam("i_type"),
+            bindparam("t_now", type_=_UTC),
+            bindparam("i_data"),
+        ).where(_THREAD_OWNED)
+        columns = ["id", "thread_id", "tenant_id", "user_id", "type", "created_at", "data"]
+        insert = insert_for(dialect, ITEMS).from_select(columns, source)
+        self.upsert_item: Insert = insert.on_conflict_do_update(
+            index_elements=[ITEMS.c.id],
+            set_={"data": insert.excluded.data, "type": insert.excluded.type},
+            where=and_(
+                ITEMS.c.thread_id == bindparam("o_thread"),
+                ITEMS.c.tenant_id == bindparam("o_tenant"),
+                ITEMS.c.user_id == bindparam("o_user"),
+            ),
+        )
+        self.load_attachments: Select[Any] = select(ATTACHMENTS.c.data).where(
+            ATTACHMENTS.c.id.in_(bindparam("a_ids", expanding=True)),
+            ATTACHMENTS.c.tenant_id == bindparam("o_tenant"),
+            ATTACHMENTS.c.user_id == bindparam("o_user"),
+        )
+        self.send_attachment: Update = (
+            update(ATTACHMENTS)
+            .where(
+                ATTACHMENTS.c.id == bindparam("a_id"),
+                ATTACHMENTS.c.tenant_id == bindparam("o_tenant"),
+                ATTACHMENTS.c.user_id == bindparam("o_user"),
+            )
+            .values(thread_id=bindparam("o_thread"), data=bindparam("a_data"))
+        )
+        self.record_usage: Insert = USAGE.insert().values(
+            tenant_id=bindparam("o_tenant"),
+            user_id=bindparam("o_user"),
+            thread_id=bindparam("o_thread"),
+            model=bindparam("u_model"),
+            requests=bindparam("u_requests"),
+            input_tokens=bindparam("u_input"),
+            output_tokens=bindparam("u_output"),
+            created_at=bindparam("t_now", type_=_UTC),
+        )
+        ours = THREADS.c.answer_lease_token == bindparam("l_token")
+        self.close: Update = (
+            update(THREADS)
+            .where(_THREAD_OWNED)
+            .values(
+                updated_at=bindparam("t_now", type_=_UTC),
+                data=func.coalesce(bindparam("t_data"), THREADS.c.data),
+                answer_lease_token=case((ours, None), else_=THREADS.c.answer_lease_token),
+                answer_lease_until=case((ours, None), else_=THREADS.c.answer_lease_until),
+            )
+        )
+        self.renew: Update = (
+            update(THREADS)
+            .where(THREADS.c.id == bindparam("o_thread"), ours)
+            .values(answer_lease_until=bindparam("l_until", type_=_UTC))
+        )
+        self.release: Update = (
+            update(THREADS)
+            .where(THREADS.c.id == bindparam("o_thread"), ours)
+            .values(answer_lease_token=None, answer_lease_until=None)
+        )
+
+
+class TurnStore:
+    """The database side of streamed turns.
+
+    `gate`, when given, is held around each transaction (see chat/admission.py): turns
+    then wait for a connection there, without the pool's timeout.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        attachment_view: AttachmentView | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        self.engine = engine
+        self.attachment_view = attachment_view
+        self.gate = gate or _no_gate
+        self.sql = TurnStatements(engine.dialect.name)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self.gate(), self.engine.begin() as conn:
+            yield conn
+
+    async def create(
+        self,
+        thread: ThreadMetadata,
+        context: RequestContext,
+        lease: Lease,
+        new_message: NewMessage,
+        attachment_ids: Sequence[str] = (),
+    ) -> Opened:
+        """Store a new thread, already leased to this turn, with its first message."""
+        now = datetime.now(UTC)
+        params = {
+            **_owner_params(context),
+            "o_thread": thread.id,
+            "t_now": now,
+            "t_data": thread.model_dump_json(exclude={"items"}),
+            "l_token": lease.token,
+            "l_until": now + lease.ttl,
+        }
+        async with self._transaction() as conn:
+            await conn.execute(self.sql.create_thread, params)
+            attachments = await self._send_attachments(conn, params, attachment_ids, context)
+            message = new_message(attachments)
+            await self._upsert(conn, params, [message])
+        return Opened(thread, [message], message)
+
+    async def open(
+        self,
+        thread_id: str,
+        context: RequestContext,
+        lease: Lease,
+        history_limit: int,
+        *,
+        truncate_after: str | None = None,
+        new_message: NewMessage | None = None,
+        attachment_ids: Sequence[str] = (),
+    ) -> Opened:
+        """Claim the thread, load its newest items, and add the turn's message.
+
+        Raises `ThreadMissingError` or `ThreadBusyError` (nothing written either way).
+        `truncate_after`: first delete every item after this one (a retry).
+        """
+        now = datetime.now(UTC)
+        params = {
+            **_owner_params(context),
+            "o_thread": thread_id,
+            "t_now": now,
+            "l_now": now,
+            "l_token": lease.token,
+            "l_until": now + lease.ttl,
+            "h_limit": history_limit,
+        }
+        async with self._transaction() as conn:
+            data = (await conn.execute(self.sql.claim, params)).scalar_one_or_none()
+            if data is None:
+                found = (await conn.execute(self.sql.exists, params)).first()
+                raise ThreadBusyError() if found else ThreadMissingError()
+            if truncate_after is not None:
+                await conn.execute(self.sql.truncate, {**params, "h_after": truncate_after})
+            rows = (await conn.execute(self.sql.history, params)).scalars().all()
+            message = None
+            if new_message is not None:
+                attachments = await self._send_attachments(conn, params, attachment_ids, context)
+                message = new_message(attachments)
+                await self._upsert(conn, params, [message])
+        # One validation for the whole history: a list adapter over the stored JSON.
+        history = _ITEMS_ADAPTER.validate_json("[" + ",".join(reversed(rows)) + "]")
+        if message is not None:
+            history = [*history[len(history) - history_limit + 1 :], message]
+        return Opened(ThreadMetadata.model_validate_json(data), history, message)
+
+    async def finish(
+        self, thread_id: str, context: RequestContext, lease: Lease, finished: Finished
+    ) -> None:
+        """Write the answer and free the thread, in one transaction.
+
+        An answer that was streamed must be stored: when the pool has no connection for
+        it in time (other requests hold them all), it asks again rather than fail.
+        """
+        for attempt in range(POOL_ATTEMPTS):
+            try:
+                await self._finish(thread_id, context, lease, finished)
+                return
+            except PoolTimeoutError:
+                if attempt == POOL_ATTEMPTS - 1:
+                    raise
+
+    async def _finish(
+        self, thread_id: str, context: RequestContext, lease: Lease, finished: Finished
+    ) -> None:
+        params = {
+            **_owner_params(context),
+            "o_thread": thread_id,
+            "t_now": datetime.now(UTC),
+            "l_token": lease.token,
+            "t_data": finished.thread.model_dump_json(exclude={"items"})
+            if finished.thread is not None
+            else None,
+        }
+        async with self._transaction() as conn:
+            if finished.deleted:
+                await conn.execute(self.sql.delete_items, {**params, "d_ids": finished.deleted})
+            if finished.items:
+                await self._upsert(conn, params, finished.items)
+            if (usage := finished.usage) is not None:
+                await conn.execute(
+                    self.sql.record_usage,
+                    {
+                        **params,
+                        "u_model": usage.model,
+                        "u_requests": usage.requests,
+                        "u_input": usage.input_tokens,
+                        "u_output": usage.output_tokens,
+                    },
+                )
+            await conn.execute(self.sql.close, params)
+
+    async def save_items(
+        self, thread_id: str, context: RequestContext, items: Sequence[ThreadItem]
+    ) -> None:
+        """Store items the stream is about to show as done, before the turn's end."""
+        params = {**_owner_params(context), "o_thread": thread_id, "t_now": datetime.now(UTC)}
+        async with self._transaction() as conn:
+            await self._upsert(conn, params, items)
+
+    async def renew(self, thread_id: str, lease: Lease) -> bool:
+        """Push the lease's end out; False when it is no longer ours."""
+        params = {
+            "o_thread": thread_id,
+            "l_token": lease.token,
+            "l_until": datetime.now(UTC) + lease.ttl,
+        }
+        async with self._transaction() as conn:
+            result = await conn.execute(self.sql.renew, params)
+        return result.rowcount == 1
+
+    async def release(self, thread_id: str, lease: Lease) -> None:
+        """Free the thread if the lease is still ours (an expired one may have been taken)."""
+        async with self._transaction() as conn:
+            await conn.execute(self.sql.release, {"o_thread": thread_id, "l_token": lease.token})
+
+    async def _upsert(
+        self, conn: AsyncConnection, params: dict[str, Any], items: Sequence[ThreadItem]
+    ) -> None:
+        rows = [
+            {**params, "i_id": item.id, "i_type": item.type, "i_data": item.model_dump_json()}
+            for item in items
+        ]
+        await conn.execute(self.sql.upsert_item, rows)
+
+    async def _send_attachments(
+        self,
+        conn: AsyncConnection,
+        params: dict[str, Any],
+        attachment_ids: Sequence[str],
+        context: RequestContext,
+    ) -> list[Attachment]:
+        """The caller's attachments, now part of this thread, in the order given."""
+        if not attachment_ids:
+            return []
+        query = {**params, "a_ids": list(attachment_ids)}
+        found = {}
+        for data in (await conn.execute(self.sql.load_attachments, query)).scalars():
+            attachment = _ATTACHMENT.validate_json(data)
+            found[attachment.id] = attachment.model_copy(update={"thread_id": params["o_thread"]})
+        sent = [found[attachment_id] for attachment_id in attachment_ids if attachment_id in found]
+        if not sent:
+            return []
+        await conn.execute(
+            self.sql.send_attachment,
+            [{**params, "a_id": a.id, "a_data": a.model_dump_json()} for a in sent],
+        )
+        view = self.attachment_view
+        return [view(a, context) for a in sent] if view is not None else sent
