@@ -159,7 +159,7 @@ _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _new = object.__new__
 
 
-def _bare(cls: type[BaseModel], values: Json, fields_set: set[str], extra: Json) -> Any:
+def bare_model(cls: type[BaseModel], values: Json, fields_set: set[str], extra: Json | None) -> Any:
     """An instance of `cls` holding exactly these values: what `model_construct` (or the
     validation of already valid data) leaves, without walking the fields."""
     model = _new(cls)
@@ -275,8 +275,8 @@ def _chat_choice(choice: object) -> Any:
     ):
         return None  # tool calls, a refusal, audio or a provider's own keys
     values = {**_CHOICE, **choice}
-    values["delta"] = _bare(ChoiceDelta, {**_DELTA, **delta}, set(keys), {})
-    return _bare(Choice, values, set(choice), {})
+    values["delta"] = bare_model(ChoiceDelta, {**_DELTA, **delta}, set(keys), {})
+    return bare_model(Choice, values, set(choice), {})
 
 
 def _chat_usage(usage: Json) -> Any:
@@ -299,8 +299,8 @@ def _chat_usage(usage: Json) -> Any:
             count is not None and count.__class__ is not int for count in value.values()
         ):
             return None
-        values[name] = _bare(cls, {**template, **value}, set(value), {})
-    return _bare(CompletionUsage, values, set(usage), {})
+        values[name] = bare_model(cls, {**template, **value}, set(value), {})
+    return bare_model(CompletionUsage, values, set(usage), {})
 
 
 def fast_chat_chunk(data: Json) -> Any:
@@ -320,7 +320,7 @@ def fast_chat_chunk(data: Json) -> Any:
         if type(usage) is not dict or (usage_model := _chat_usage(usage)) is None:
             return None
         values["usage"] = usage_model
-    return _bare(ChatCompletionChunk, values, set(data), {})
+    return bare_model(ChatCompletionChunk, values, set(data), {})
 
 
 # --- The stream --------------------------------------------------------------------

@@ -52,6 +52,7 @@ from pydantic import PrivateAttr, TypeAdapter
 
 from chatkit_backend.context import RequestContext
 from chatkit_backend.ops.metrics import count_tokens
+from chatkit_backend.providers.streaming import bare_model
 from chatkit_backend.runtime.recording import SaidMessage
 from chatkit_backend.store.turns import Usage
 
@@ -206,11 +207,7 @@ class RunEvents:
                 message = self.open.get(our_id)
                 if message is not None:
                     message.part(event.content_index).append(event.delta)
-                # Built without validation: the fields are the model's, already typed.
-                update = AssistantMessageContentPartTextDelta.model_construct(
-                    content_index=event.content_index, delta=event.delta
-                )
-                self.emit(ThreadItemUpdatedEvent.model_construct(item_id=our_id, update=update))
+                self.emit(_text_delta(our_id, event.content_index, event.delta))
             case "response.output_item.added":
                 await self._item_added(event.item)
             case "response.output_item.done":
@@ -489,6 +486,27 @@ class RunEvents:
             item.workflow.summary = DurationSummary(duration=duration)
         item.workflow.expanded = False
         self.emit(ThreadItemDoneEvent(item=item))
+
+
+def _text_delta(item_id: str, content_index: int, delta: str) -> ThreadItemUpdatedEvent:
+    """What `model_construct` would build, for a quarter of its cost: the fields are the
+    model's, already typed, and this is one per token of every answer."""
+    update = bare_model(
+        AssistantMessageContentPartTextDelta,
+        {"type": _DELTA_TYPE, "content_index": content_index, "delta": delta},
+        {"content_index", "delta"},
+        None,
+    )
+    event: ThreadItemUpdatedEvent = bare_model(
+        ThreadItemUpdatedEvent,
+        {"type": "thread.item.updated", "item_id": item_id, "update": update},
+        {"item_id", "update"},
+        None,
+    )
+    return event
+
+
+_DELTA_TYPE = "assistant_message.content_part.text_delta"
 
 
 def _function_call_metadata(raw_item: object) -> tuple[str | None, str | None]:
