@@ -18,7 +18,7 @@ from typing import Any
 from bench import procs, report
 from bench.harness import Bench, git_commit, machine
 from bench.profiles import PROFILES
-from bench.scenarios import SCENARIOS
+from bench.scenarios import SCENARIOS, SERVERS
 
 RESULTS = procs.ROOT / "bench" / "results"
 
@@ -34,7 +34,8 @@ def run(bench: Bench, only: list[str]) -> dict[str, Any]:
         "postgres": bench.postgres,
         "load_before": os.getloadavg(),
     }
-    with bench.running_upstream():
+    with bench.running_upstream(), bench.keeping_servers():
+        bench.prestart([w for name in only if name in SERVERS for w in SERVERS[name](bench)])
         for scenario in only:
             print(f"{scenario}:", flush=True)
             started = time.monotonic()

@@ -5,17 +5,22 @@ protocol work at all (no parsing, no store, no model). What uvicorn and HTTP cos
 
 A streamed answer is `FLOOR_FRAMES` frames: the deltas (`FLOOR_DELTAS` of them,
 `FLOOR_INTERVAL` seconds apart, like the fake upstream's tokens) and the rest around
-them. Frames are the size of ChatKit's text-delta frames.
+them. Frames are the size of ChatKit's text-delta frames. `POST /_config` with
+`{"frames": F, "deltas": D, "interval": S}` changes the three for the next requests,
+so one process serves answers of several lengths.
 """
 
 import asyncio
+import json
 import os
 import time
 from typing import Any
 
-FRAMES = int(os.environ.get("FLOOR_FRAMES", "207"))
-DELTAS = int(os.environ.get("FLOOR_DELTAS", "200"))
-INTERVAL = float(os.environ.get("FLOOR_INTERVAL", "0"))
+SHAPE = {
+    "frames": int(os.environ.get("FLOOR_FRAMES", "207")),
+    "deltas": int(os.environ.get("FLOOR_DELTAS", "200")),
+    "interval": float(os.environ.get("FLOOR_INTERVAL", "0")),
+}
 
 _DELTA = (
     b'data: {"type":"thread.item.updated","item_id":"msg_00000000000000000000000000000000",'
@@ -24,6 +29,7 @@ _DELTA = (
 )
 _OTHER = b'data: {"type":"stream_options","stream_options":{"allow_cancel":true}}\n\n'
 _HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_JSON = [(b"content-type", b"application/json")]
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -35,15 +41,30 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if scope["type"] != "http":
         return
-    while (await receive()).get("more_body"):
-        pass
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/_config":
+        config = json.loads(body)
+        SHAPE.update(
+            frames=int(config["frames"]),
+            deltas=int(config["deltas"]),
+            interval=float(config["interval"]),
+        )
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+        return
+    frames, deltas, interval = int(SHAPE["frames"]), int(SHAPE["deltas"]), SHAPE["interval"]
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-    before = FRAMES - DELTAS - 1
+    before = frames - deltas - 1
     for _ in range(before):
         await send({"type": "http.response.body", "body": _OTHER, "more_body": True})
     started = time.monotonic()
-    for i in range(DELTAS):
-        if INTERVAL > 0:
-            await asyncio.sleep(max(0.0, started + (i + 1) * INTERVAL - time.monotonic()))
+    for i in range(deltas):
+        if interval > 0:
+            await asyncio.sleep(max(0.0, started + (i + 1) * interval - time.monotonic()))
         await send({"type": "http.response.body", "body": _DELTA % i, "more_body": True})
     await send({"type": "http.response.body", "body": _OTHER, "more_body": False})

@@ -13,20 +13,34 @@ Modes:
 Server CPU is read from /proc for `cpu_pids` (and their children) just before the
 measured phase and just after it, so CPU per turn has no partial turns at its edges.
 With `verify`, every thread it made is read back afterwards with `items.list`: each
-turn must have left its user message and the whole answer.
+turn that was admitted must have left its user message and the whole answer.
+
+A stream the server refuses before it starts (503, `{"error": {"code": "overloaded"}}`,
+`Retry-After`) is counted as refused, not as an error, and checked: a refusal without
+`Retry-After`, with another body or with any stream in it is counted as a bad refusal.
+A refused user does not retry; a refused `threads.create` leaves that user no thread.
+Errors are counted by kind: `error` events inside a stream, lost connections, timeouts,
+other HTTP statuses, streams with no text delta.
+
+With `jwt_secret`, every user (`user{i}`, `warm{i}`) sends its own HS256 token (the
+server runs with `AUTH_MODE=jwt` and that secret), so per-user limits do not bind and
+thousands of users can stream at once; threads are read back with their owner's token.
+It raises its own open-files limit to the hard limit, to hold thousands of streams.
 """
 
 import asyncio
 import json
 import random
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
-from bench import procs
+from bench import proc_stats
 from bench.upstream import answer_text
-from bench.wire import Connection, ConnectionLost, frames
+from bench.wire import Connection, ConnectionLost, Head, frames
 
 PATH = "/chatkit"
 MAX_ERRORS_KEPT = 10
@@ -49,6 +63,25 @@ def _add(thread_id: str, text: str) -> bytes:
     return json.dumps({"type": "threads.add_user_message", "params": params}).encode()
 
 
+def token(secret: str, user: str) -> str:
+    """A token `AUTH_MODE=jwt` with JWT_SECRET=`secret` accepts, for `user`."""
+    import jwt  # only here: most loads need no tokens, and it takes a while to import
+
+    now = datetime.now(UTC)
+    claims = {"sub": user, "tenant_id": "local", "iat": now, "exp": now + timedelta(days=1)}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def auth_header(config: dict[str, Any], user: str) -> bytes:
+    secret = config.get("jwt_secret")
+    if not secret:
+        return b""
+    return b"authorization: Bearer %s\r\n" % token(str(secret), user).encode()
+
+
+Outcome = Literal["done", "refused", "failed"]
+
+
 @dataclass
 class Stats:
     latencies: list[float] = field(default_factory=list)
@@ -57,36 +90,78 @@ class Stats:
     turns: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    refused: int = 0
+    bad_refusals: int = 0
+    refusal_samples: list[str] = field(default_factory=list)
+    retry_after: list[float] = field(default_factory=list)
     streaming_now: int = 0
     streaming_peak: int = 0
-    # thread id -> turns sent to it
+    # thread id -> turns admitted on it (that must be stored), and its owner's header
     threads: dict[str, int] = field(default_factory=dict)
+    owners: dict[str, bytes] = field(default_factory=dict)
     by_kind: dict[str, list[float]] = field(default_factory=dict)
 
-    def error(self, message: str) -> None:
+    def error(self, message: str, kind: str = "other") -> None:
         self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
         if len(self.error_samples) < MAX_ERRORS_KEPT:
             self.error_samples.append(message[:300])
 
+    def refusal(self, problem: str | None) -> None:
+        self.refused += 1
+        if problem is not None:
+            self.bad_refusals += 1
+            if len(self.refusal_samples) < MAX_ERRORS_KEPT:
+                self.refusal_samples.append(problem[:300])
+
+
+def refusal_problem(head: Head, body: bytes) -> str | None:
+    """What is wrong with a 503 as a refusal before the stream: None if nothing."""
+    retry_after = head.headers.get("retry-after", "")
+    if not retry_after.isdigit() or int(retry_after) < 1:
+        return f"503 without a usable Retry-After ({retry_after!r})"
+    if "text/event-stream" in head.headers.get("content-type", "") or b"data:" in body:
+        return f"503 with a stream in it: {body[:200]!r}"
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return f"503 whose body is not a JSON error: {body[:200]!r}"
+    if code != "overloaded":
+        return f"503 with error code {code!r}, not 'overloaded'"
+    return None
+
 
 async def turn(
-    conn: Connection, body: bytes, stats: Stats, limit: float, count: bool = True
-) -> str | None:
-    """One streamed turn; returns the thread id it named (from `thread.created`)."""
+    conn: Connection,
+    body: bytes,
+    stats: Stats,
+    limit: float,
+    count: bool = True,
+    headers: bytes = b"",
+) -> tuple[str | None, Outcome]:
+    """One streamed turn: the thread id it named (from `thread.created`), and whether
+    it was done, refused before its stream (503) or failed."""
     started = time.perf_counter()
     first_delta: float | None = None
     thread_id = None
     buffer = bytearray()
-    failed = None
+    failed: tuple[str, str] | None = None  # (kind, message)
+    refused, refusal = False, None  # refusal: what was wrong with a refusal, if any
     seen = 0
     stats.streaming_now += 1
     stats.streaming_peak = max(stats.streaming_peak, stats.streaming_now)
     try:
         async with asyncio.timeout(limit):
-            head, chunks = await conn.stream(PATH, body)
+            head, chunks = await conn.stream(PATH, body, headers)
             if head.status != 200:
                 text = b"".join([chunk async for chunk in chunks])
-                failed = f"HTTP {head.status}: {text[:200]!r}"
+                if head.status == 503:
+                    refused, refusal = True, refusal_problem(head, text)
+                    if (retry := head.headers.get("retry-after", "")).isdigit():
+                        stats.retry_after.append(float(retry))
+                else:
+                    failed = ("http", f"HTTP {head.status}: {text[:200]!r}")
             else:
                 async for chunk in chunks:
                     for frame in frames(buffer, chunk):
@@ -96,28 +171,32 @@ async def turn(
                         elif thread_id is None and b'"thread.created"' in frame:
                             thread_id = json.loads(frame[6:])["thread"]["id"]
                         elif b'"type":"error"' in frame[:40]:
-                            failed = f"error event: {frame[:200]!r}"
+                            failed = ("error_event", f"error event: {frame[:200]!r}")
     except TimeoutError:
         conn.close()
-        failed = f"timed out after {limit} s"
+        failed = ("timeout", f"timed out after {limit} s")
     except (ConnectionLost, OSError) as exc:
         conn.close()
-        failed = f"connection: {exc}"
+        failed = ("connection", f"connection: {exc}")
     finally:
         stats.streaming_now -= 1
+    if refused and failed is None:
+        if count:
+            stats.refusal(refusal)
+        return None, "refused"
     if failed is None and first_delta is None:
-        failed = "stream ended without a text delta"
+        failed = ("no_delta", "stream ended without a text delta")
     if not count:
-        return thread_id
+        return thread_id, "failed" if failed else "done"
     if failed is not None:
-        stats.error(failed)
-        return thread_id
+        stats.error(failed[1], failed[0])
+        return thread_id, "failed"
     stats.turns += 1
     stats.frames += seen
     stats.latencies.append(time.perf_counter() - started)
     assert first_delta is not None
     stats.first_deltas.append(first_delta)
-    return thread_id
+    return thread_id, "done"
 
 
 async def user(
@@ -126,32 +205,45 @@ async def user(
     await asyncio.sleep(delay)
     conn = Connection(host, port)
     timeout = float(config.get("timeout", 120))
+    headers = auth_header(config, name)
     try:
         for t in range(int(config["threads"])):
-            thread_id = await turn(conn, _create(f"{name} thread {t} says hello"), stats, timeout)
+            body = _create(f"{name} thread {t} says hello")
+            thread_id, _ = await turn(conn, body, stats, timeout, headers=headers)
             if thread_id is None:
                 if not config.get("floor"):
                     continue
                 thread_id = "floor"  # the floor makes no threads; the turns still count
             else:
                 stats.threads[thread_id] = 1
+                stats.owners[thread_id] = headers
             for k in range(1, int(config["turns"])):
-                await turn(conn, _add(thread_id, f"{name} message {k}"), stats, timeout)
-                if thread_id in stats.threads:
+                body = _add(thread_id, f"{name} message {k}")
+                _, outcome = await turn(conn, body, stats, timeout, headers=headers)
+                # A refused turn left nothing behind; the others must be stored.
+                if thread_id in stats.threads and outcome != "refused":
                     stats.threads[thread_id] += 1
     finally:
         conn.close()
 
 
 async def verify(
-    host: str, port: int, threads: dict[str, int], tokens: int, concurrency: int = 20
+    host: str,
+    port: int,
+    threads: dict[str, int],
+    tokens: int,
+    owners: dict[str, bytes] | None = None,
+    concurrency: int = 20,
 ) -> dict[str, Any]:
-    """Read every thread back: a user message and the full answer for each turn."""
+    """Read every thread back: a user message and the full answer for each admitted
+    turn (and no more user messages than that: a refused turn must leave nothing)."""
     expected_answer = answer_text(tokens)
     problems: list[str] = []
+    stored = 0
     queue = list(threads.items())
 
     async def worker() -> None:
+        nonlocal stored
         conn = Connection(host, port)
         try:
             while queue:
@@ -160,7 +252,13 @@ async def verify(
                     "type": "items.list",
                     "params": {"thread_id": thread_id, "limit": 100, "order": "asc"},
                 }
-                status, page = await conn.post_json(PATH, body)
+                headers = (owners or {}).get(thread_id, b"")
+                try:
+                    status, page = await conn.post_json(PATH, body, headers)
+                except (ConnectionLost, OSError) as exc:
+                    conn.close()
+                    problems.append(f"{thread_id}: connection: {exc}")
+                    continue
                 if status != 200:
                     problems.append(f"{thread_id}: HTTP {status}")
                     continue
@@ -171,12 +269,14 @@ async def verify(
                     for i in items
                     if i["type"] == "assistant_message"
                 ]
+                complete = sum(answer == expected_answer for answer in answers)
+                stored += min(turns, len(users), complete)
                 if len(users) != turns or len(answers) != turns:
                     problems.append(
                         f"{thread_id}: {turns} turns, {len(users)} user messages, "
                         f"{len(answers)} answers stored"
                     )
-                elif any(answer != expected_answer for answer in answers):
+                elif complete != turns:
                     problems.append(f"{thread_id}: an answer was stored incomplete")
         finally:
             conn.close()
@@ -185,6 +285,7 @@ async def verify(
     return {
         "threads_checked": len(threads),
         "turns_checked": sum(threads.values()),
+        "turns_stored": stored,
         "problems": len(problems),
         "problem_samples": problems[:MAX_ERRORS_KEPT],
     }
@@ -207,8 +308,8 @@ class CpuMeter:
         self.database = config.get("pg_database")
 
     def read(self) -> tuple[float, float]:
-        server = procs.tree_cpu_seconds(self.pids) if self.pids else 0.0
-        db = procs.postgres_backend_cpu_seconds(self.database) if self.database else 0.0
+        server = proc_stats.tree_cpu_seconds(self.pids) if self.pids else 0.0
+        db = proc_stats.postgres_backend_cpu_seconds(self.database) if self.database else 0.0
         return server, db
 
 
@@ -239,7 +340,15 @@ async def run_stream(config: dict[str, Any]) -> dict[str, Any]:
         "users": users,
         "turns": stats.turns,
         "errors": stats.errors + warm.errors,
+        "error_kinds": _merged(warm.error_kinds, stats.error_kinds),
         "error_samples": warm.error_samples + stats.error_samples,
+        "refused": stats.refused,
+        "bad_refusals": stats.bad_refusals + warm.bad_refusals,
+        "refusal_samples": warm.refusal_samples + stats.refusal_samples,
+        "retry_after_s": [min(stats.retry_after), max(stats.retry_after)]
+        if stats.retry_after
+        else None,
+        "warmup_refused": warm.refused,
         "wall_s": round(wall, 3),
         "turns_per_s": round(stats.turns / wall, 2) if wall else None,
         "server_cpu_s": round(cpu_after - cpu_before, 3),
@@ -256,8 +365,13 @@ async def run_stream(config: dict[str, Any]) -> dict[str, Any]:
     }
     if config.get("verify"):
         threads = {**warm.threads, **stats.threads}
-        result["verify"] = await verify(host, port, threads, int(config["tokens"]))
+        owners = {**warm.owners, **stats.owners}
+        result["verify"] = await verify(host, port, threads, int(config["tokens"]), owners)
     return result
+
+
+def _merged(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {key: a.get(key, 0) + b.get(key, 0) for key in {*a, *b}}
 
 
 READ_KINDS = ("threads.list", "threads.get_by_id", "items.list")
@@ -345,7 +459,15 @@ async def run_reads(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def raise_open_files_limit() -> None:
+    """As many open files as allowed: a connection is one, and bursts hold thousands."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> None:
+    raise_open_files_limit()
     config = json.loads(sys.argv[1])
     runner = run_stream if config["mode"] == "stream" else run_reads
     run = asyncio.run

@@ -1,10 +1,9 @@
-"""Processes under test: start, wait until they answer, read their CPU time, stop; and
-the benchmark's PostgreSQL. Starting, waiting and stopping are the tests' own
+"""Processes under test: start, wait until they answer, stop; and the benchmark's
+PostgreSQL. Starting, waiting and stopping are the tests' own
 (tests/support/processes.py), as are the throwaway databases (tests/support/postgres.py).
 
-CPU time comes from /proc/<pid>/stat (utime + stime, every thread of the process),
-summed over the process and its descendants, so a multi-worker uvicorn counts all
-its workers.
+CPU time and memory come from /proc (bench/proc_stats.py, which the load generator
+imports without the rest).
 """
 
 import os
@@ -25,64 +24,7 @@ PYTHON = sys.executable
 CLI = str(Path(PYTHON).with_name("chatkit-backend"))
 UVICORN = str(Path(PYTHON).with_name("uvicorn"))
 PY_SPY = str(Path(PYTHON).with_name("py-spy"))
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", postgres.ADMIN_URL)
-
-
-# --- CPU time -------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of `pid`, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name is in parentheses and may hold spaces: split after it.
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _all_stats() -> dict[int, tuple[int, float]]:
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _stat(int(entry))) is not None:
-            stats[int(entry)] = stat
-    return stats
-
-
-def tree_cpu_seconds(roots: list[int]) -> float:
-    """CPU seconds used so far by `roots` and all their descendants."""
-    stats = _all_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo, seen = 0.0, list(roots), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in stats:
-            continue
-        seen.add(pid)
-        total += stats[pid][1]
-        todo.extend(children.get(pid, []))
-    return total
-
-
-def postgres_backend_cpu_seconds(database: str) -> float:
-    """CPU seconds of the PostgreSQL backends serving `database` (0 if not local)."""
-    total = 0.0
-    marker = f" {database} ".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"postgres: ") and marker in cmdline.replace(b"\0", b" "):
-            stat = _stat(int(entry))
-            total += stat[1] if stat else 0.0
-    return total
 
 
 # --- Servers --------------------------------------------------------------------------

@@ -3,7 +3,12 @@
 from typing import Any
 
 STREAMING_CPU_RATIO = 1.0
+STREAMING_CPU_MOONSHOT = 0.5
 READS_CPU_RATIO = 0.33
+TOKEN_CPU_RATIO = 0.3
+FIRST_DELTA_RATIO = 1.0
+BURST_FIRST_DELTA_RATIO = 0.5
+RSS_LIMIT_MIB = 400.0
 SCALE_RATIO = 1.5
 SCALE_P50_MS = 5.0
 SCALEOUT_RATIO = 1.6
@@ -23,30 +28,38 @@ def _target(
     return {"target": name, "measured": measured, "limit": limit, "met": met, "note": note}
 
 
+OURS = ("ours-postgres", "ours-sqlite")
+MET = {True: "met", False: "NOT met", None: "-"}
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     if "streaming" in results:
         summary = results["streaming"]["summary"]
         ref = summary.get("reference", {}).get("cpu_ms_per_turn")
-        for name in ("ours-postgres", "ours-sqlite"):
+        for name in OURS:
             if name in summary:
                 ratio = _ratio(summary[name].get("cpu_ms_per_turn"), ref)
                 clean = summary[name]["errors"] == 0 and summary[name]["verify_problems"] == 0
-                found.append(
-                    _target(
-                        f"streaming CPU/turn, {name} vs reference",
-                        ratio,
-                        f"<= {STREAMING_CPU_RATIO}x",
-                        None if ratio is None else ratio <= STREAMING_CPU_RATIO and clean,
-                        ""
-                        if name == "ours-postgres"
-                        else "informational (the issue names PostgreSQL)",
+                for limit, kind in (
+                    (STREAMING_CPU_RATIO, "must"),
+                    (STREAMING_CPU_MOONSHOT, "moonshot"),
+                ):
+                    found.append(
+                        _target(
+                            f"streaming CPU/turn, {name} vs reference ({kind})",
+                            ratio,
+                            f"<= {limit}x",
+                            None if ratio is None else ratio <= limit and clean,
+                            "" if clean else "errors or turns not stored",
+                        )
                     )
-                )
+    if "tokens" in results:
+        found += _token_targets(results["tokens"])
     if "reads" in results:
         summary = results["reads"]["summary"]
         ref = summary.get("reference", {}).get("cpu_ms_per_request")
-        for name in ("ours-postgres", "ours-sqlite"):
+        for name in OURS:
             if name in summary:
                 ratio = _ratio(summary[name].get("cpu_ms_per_request"), ref)
                 found.append(
@@ -87,25 +100,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
     if "concurrency" in results:
-        data = results["concurrency"]
-        ours = data["results"][data["ours"]]
-        ref = data["results"].get("reference", {})
-        verify = ours.get("verify", {})
-        peak = ours.get("db_connections_peak")
-        clean = ours["errors"] == 0 and verify.get("problems", 1) == 0
-        pool_ok = peak is None or peak <= data["pool_size"]
-        found.append(
-            _target(
-                f"{data['config']['users']} streams, {data['ours']}: errors / stored / peak "
-                "DB connections",
-                f"{ours['errors']} errors, {verify.get('problems')} missing, peak {peak} "
-                f"connections",
-                f"0, 0, <= {data['pool_size']}",
-                clean and pool_ok,
-                f"p99 first delta {ours['first_delta_ms']['p99']} ms vs reference "
-                f"{ref.get('first_delta_ms', {}).get('p99')} ms",
-            )
-        )
+        found += _burst_targets(results["concurrency"])
     if "scaleout" in results:
         summary = results["scaleout"]["summary"]
         one = summary.get("1 worker", {}).get("turns_per_s")
@@ -120,6 +115,153 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     return found
+
+
+def _token_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    summary = data["summary"]
+    ref = summary.get("reference", {})
+    for name in OURS:
+        if name not in summary:
+            continue
+        ours = summary[name]
+        clean = ours["errors"] == 0 and ours["verify_problems"] == 0
+        ratio = _ratio(ours.get("cpu_ms_per_token"), ref.get("cpu_ms_per_token"))
+        found.append(
+            _target(
+                f"CPU per streamed token, {name} vs reference",
+                ratio,
+                f"<= {TOKEN_CPU_RATIO}x",
+                None if ratio is None else ratio <= TOKEN_CPU_RATIO and clean,
+                f"{_ms(ours.get('cpu_ms_per_token'), 4)} vs "
+                f"{_ms(ref.get('cpu_ms_per_token'), 4)} ms/token",
+            )
+        )
+        for run in data["config"]["latency_runs"]:
+            key = f"first_delta_ms_{run['users']}u"
+            mine = (ours.get(key) or {}).get("p99")
+            theirs = (ref.get(key) or {}).get("p99")
+            ratio = _ratio(mine, theirs)
+            users = f"{run['users']} user{'s' if run['users'] != 1 else ''}"
+            found.append(
+                _target(
+                    f"first delta p99 at {users}, {name} vs reference",
+                    ratio,
+                    f"<= {FIRST_DELTA_RATIO}x",
+                    None if ratio is None else ratio <= FIRST_DELTA_RATIO,
+                    f"{_ms(mine)} vs {_ms(theirs)} ms",
+                )
+            )
+    return found
+
+
+def _burst_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    cfg, summary, name = data["config"], data["summary"], data["ours"]
+    bursts = {burst["name"]: burst for burst in cfg["bursts"]}
+    tracebacks = 0
+    peaks: list[int] = []
+    for burst_name, burst in bursts.items():
+        ours = summary.get(burst_name, {}).get(name)
+        if ours is None:
+            continue
+        tracebacks += ours["tracebacks"]
+        verify = ours.get("verify", {})
+        missing = ours["verify_problems"]
+        what = _burst_label(burst)
+        if burst.get("reference"):
+            found.append(
+                _target(
+                    f"burst ({burst_name}) {what}, {name}: errors / threads missing turns",
+                    f"{ours['errors']} errors, {missing} threads missing turns",
+                    "0, 0",
+                    ours["errors"] == 0 and missing == 0,
+                    f"{ours.get('refused')} refused before the stream"
+                    + _kinds(ours.get("error_kinds")),
+                )
+            )
+            mine = (ours.get("first_delta_ms") or {}).get("p99")
+            ref = summary[burst_name].get("reference", {})
+            theirs = (ref.get("first_delta_ms") or {}).get("p99")
+            ratio = _ratio(mine, theirs)
+            found.append(
+                _target(
+                    f"burst ({burst_name}) first delta p99, {name} vs reference",
+                    ratio,
+                    f"<= {BURST_FIRST_DELTA_RATIO}x",
+                    None if ratio is None else ratio <= BURST_FIRST_DELTA_RATIO,
+                    f"{_ms(mine)} vs {_ms(theirs)} ms",
+                )
+            )
+        else:
+            clean = ours["errors"] == 0 and ours["bad_refusals"] == 0 and missing == 0
+            found.append(
+                _target(
+                    f"burst ({burst_name}) {what}, {name}: excess refused cleanly, all "
+                    "admitted stored",
+                    f"{ours.get('refused')} refused ({ours['bad_refusals']} badly), "
+                    f"{ours['errors']} errors, {_stored(verify)} admitted turns stored",
+                    "503 + Retry-After, 0 errors, all stored",
+                    clean,
+                    f"{ours.get('turns')} turns streamed" + _kinds(ours.get("error_kinds")),
+                )
+            )
+        if burst.get("memory"):
+            rss = ours.get("rss_peak_mib")
+            found.append(
+                _target(
+                    f"resident memory at the peak of burst ({burst_name}), {name}",
+                    f"{_ms(rss)} MiB",
+                    f"<= {RSS_LIMIT_MIB:g} MiB",
+                    None if rss is None else rss <= RSS_LIMIT_MIB,
+                    f"{ours.get('peak_streams')} streams open at once",
+                )
+            )
+        if ours.get("db_connections_peak") is not None:
+            peaks.append(ours["db_connections_peak"])
+    if peaks:
+        found.append(
+            _target(
+                f"peak DB connections of {name} during the bursts",
+                max(peaks),
+                f"<= {data['pool_size']} (the pool)",
+                max(peaks) <= data["pool_size"],
+            )
+        )
+    found.append(
+        _target(
+            f"tracebacks in {name}'s log during the bursts",
+            tracebacks,
+            "0",
+            tracebacks == 0,
+        )
+    )
+    return found
+
+
+def _burst_label(burst: dict[str, Any]) -> str:
+    if burst["ramp"]:
+        return f"{burst['users']:,} streams over {burst['ramp']:g} s"
+    return f"{burst['users']:,} streams at once"
+
+
+def _kinds(kinds: dict[str, int] | None) -> str:
+    if not kinds:
+        return ""
+    return " (" + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + ")"
+
+
+def _stored(verify: dict[str, Any]) -> str:
+    stored, checked = verify.get("turns_stored"), verify.get("turns_checked")
+    if stored is None or checked is None:
+        return "-"
+    return f"{stored:,.0f} / {checked:,.0f}"
+
+
+def _ms(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
 
 
 # --- Tables -----------------------------------------------------------------------------
@@ -199,6 +341,8 @@ def render(results: dict[str, Any]) -> str:
                 rows,
             )
         )
+    if "tokens" in results:
+        parts += _token_tables(results["tokens"])
     if "reads" in results:
         data = results["reads"]
         cfg = data["config"]
@@ -241,44 +385,7 @@ def render(results: dict[str, Any]) -> str:
             )
         )
     if "concurrency" in results:
-        data = results["concurrency"]
-        cfg = data["config"]
-        rows = []
-        for name, s in data["results"].items():
-            verify = s.get("verify", {})
-            rows.append(
-                [
-                    name,
-                    s.get("turns"),
-                    s.get("peak_streams"),
-                    s.get("errors"),
-                    "all" if verify.get("problems") == 0 else f"{verify.get('problems')} missing",
-                    _pair(s.get("first_delta_ms")),
-                    _pair(s.get("latency_ms")),
-                    s.get("cpu_ms_per_turn"),
-                    s.get("db_connections_peak"),
-                ]
-            )
-        parts.append(
-            f"**Concurrency**: {cfg['users']} users streaming at once on one worker, "
-            f"{cfg['tokens']}-token answers at {1 / cfg['interval']:g} tokens/s, "
-            f"{cfg['turns']} turns each, started over {cfg['ramp']:g} s; pool size "
-            f"{data['pool_size']}.\n\n"
-            + _table(
-                [
-                    "server",
-                    "turns",
-                    "peak streams",
-                    "errors",
-                    "stored",
-                    "first delta p50/p99 ms",
-                    "latency p50/p99 ms",
-                    "CPU ms/turn",
-                    "peak DB connections",
-                ],
-                rows,
-            )
-        )
+        parts.append(_burst_table(results["concurrency"]))
     if "scaleout" in results:
         data = results["scaleout"]
         cfg = data["config"]
@@ -356,14 +463,127 @@ def render(results: dict[str, Any]) -> str:
         )
     if results.get("targets"):
         rows = [
-            [
-                t["target"],
-                t["measured"],
-                t["limit"],
-                {True: "met", False: "NOT met", None: "-"}[t["met"]],
-                t["note"],
-            ]
+            [t["target"], t["measured"], t["limit"], MET[t["met"]], t["note"]]
             for t in results["targets"]
         ]
         parts.append("**Targets**\n\n" + _table(["target", "measured", "limit", "", "note"], rows))
     return "\n\n".join(parts)
+
+
+def _token_tables(data: dict[str, Any]) -> list[str]:
+    cfg, summary = data["config"], data["summary"]
+    ref = summary.get("reference", {})
+    rows = []
+    for name, s in summary.items():
+        stored = "-" if name == "floor" else ("all" if s["verify_problems"] == 0 else "NO")
+        rows.append(
+            [
+                name,
+                s.get("cpu_ms_per_turn_short"),
+                s.get("cpu_ms_per_turn_long"),
+                _ms(s.get("cpu_ms_per_token"), 4),
+                _ratio(s.get("cpu_ms_per_token"), ref.get("cpu_ms_per_token")),
+                f"{_ms(s.get('frames_per_turn_short'))} / {_ms(s.get('frames_per_turn_long'))}",
+                s["errors"],
+                stored,
+            ]
+        )
+    tables = [
+        f"**CPU per streamed token**: {cfg['users']} users x {cfg['threads']} thread(s) x "
+        f"{cfg['turns']} turns with {cfg['short']}-token answers, then the same with "
+        f"{cfg['long']}-token answers, {cfg['interval'] * 1000:g} ms between tokens, on one "
+        f"server; CPU ms per extra token = (CPU/turn {cfg['long']} - CPU/turn "
+        f"{cfg['short']}) / {cfg['long'] - cfg['short']}; median of {_rounds(summary)} "
+        "round(s).\n\n"
+        + _table(
+            [
+                "server",
+                f"CPU ms/turn, {cfg['short']} tokens",
+                f"CPU ms/turn, {cfg['long']} tokens",
+                "CPU ms/token",
+                "vs reference",
+                "frames/turn",
+                "errors",
+                "stored",
+            ],
+            rows,
+        )
+    ]
+    runs = cfg["latency_runs"]
+    rows = []
+    for name, s in summary.items():
+        row: list[Any] = [name]
+        for run in runs:
+            key = f"first_delta_ms_{run['users']}u"
+            row.append(_pair(s.get(key)))
+            mine = (s.get(key) or {}).get("p99")
+            row.append(_ratio(mine, (ref.get(key) or {}).get("p99")))
+            row.append(s.get(f"turns_{run['users']}u"))
+        rows.append(row)
+    header = ["server"]
+    described = []
+    for run in runs:
+        users = f"{run['users']} user{'s' if run['users'] != 1 else ''}"
+        header += [f"{users}: first delta p50/p99 ms", "p99 vs reference", "turns"]
+        described.append(f"{users} x {run['threads']} threads x {run['turns']} turns")
+    tables.append(
+        f"**First delta**: time from sending a turn to its first text delta, "
+        f"{cfg['latency_tokens']}-token answers, {cfg['latency_interval'] * 1000:g} ms "
+        f"between tokens; {'; '.join(described)}; median of {_rounds(summary)} round(s) "
+        "(with few turns, p99 is the slowest).\n\n" + _table(header, rows)
+    )
+    return tables
+
+
+def _burst_table(data: dict[str, Any]) -> str:
+    cfg, summary = data["config"], data["summary"]
+    rows = []
+    rounds = 0
+    for burst in cfg["bursts"]:
+        for name, s in summary.get(burst["name"], {}).items():
+            rounds = max(rounds, s["rounds"])
+            rows.append(
+                [
+                    f"({burst['name']}) {_burst_label(burst)}",
+                    name,
+                    s.get("turns"),
+                    f"{_ms(s.get('refused'))} ({s['bad_refusals']} bad)",
+                    f"{s['errors']}{_kinds(s.get('error_kinds'))}",
+                    _stored(s.get("verify", {})),
+                    _pair(s.get("first_delta_ms")),
+                    _pair(s.get("latency_ms")),
+                    s.get("peak_streams"),
+                    s.get("rss_peak_mib"),
+                    s.get("cpu_ms_per_turn"),
+                    s.get("db_connections_peak"),
+                    s["tracebacks"],
+                ]
+            )
+    return (
+        f"**Bursts** on one worker, {data['ours']} with its default pool "
+        f"({data['pool_size']}) and admission: each user streams {cfg['turns']} turn(s) on "
+        f"one thread, {cfg['tokens']}-token answers at {1 / cfg['interval']:g} tokens/s; ours "
+        "with a token per user (AUTH_MODE=jwt). refused: 503 + Retry-After before the "
+        "stream (bad: without Retry-After, or with a stream); errors: error events, lost "
+        "connections, timeouts, other statuses; stored: admitted turns read back whole "
+        f"(with 10 warm-up turns); median of {rounds} round(s), errors and tracebacks "
+        f"summed.{' Note: ' + cfg['note'] + '.' if cfg.get('note') else ''}\n\n"
+        + _table(
+            [
+                "burst",
+                "server",
+                "turns done",
+                "refused",
+                "errors",
+                "stored / admitted",
+                "first delta p50/p99 ms",
+                "latency p50/p99 ms",
+                "peak streams",
+                "peak RSS MiB",
+                "CPU ms/turn",
+                "peak DB connections",
+                "tracebacks",
+            ],
+            rows,
+        )
+    )

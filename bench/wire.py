@@ -42,13 +42,14 @@ class Connection:
             self.writer.close()
         self.reader = self.writer = None
 
-    async def _send(self, path: str, body: bytes) -> Head:
-        """Send a POST; return the answer's head. Reconnects once if the idle
-        connection was closed by the server before it read the request."""
+    async def _send(self, path: str, body: bytes, headers: bytes = b"") -> Head:
+        """Send a POST (`headers`: more header lines, each ending in CRLF); return the
+        answer's head. Reconnects once if the idle connection was closed by the server
+        before it read the request."""
         request = (
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s"
-            % (path.encode(), self.host.encode(), self.port, len(body), body)
+            b"%scontent-length: %d\r\n\r\n%s"
+            % (path.encode(), self.host.encode(), self.port, headers, len(body), body)
         )
         for attempt in (0, 1):
             if self.reader is None or self.reader.at_eof():
@@ -67,22 +68,24 @@ class Connection:
             return _head(raw)
         raise ConnectionLost("unreachable")
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
         """A whole answer: status and body."""
-        head = await self._send(path, body)
+        head = await self._send(path, body, headers)
         chunks = [chunk async for chunk in self._body(head)]
         return head.status, b"".join(chunks)
 
-    async def post_json(self, path: str, data: Any) -> tuple[int, Any]:
-        status, body = await self.post(path, json.dumps(data).encode())
+    async def post_json(self, path: str, data: Any, headers: bytes = b"") -> tuple[int, Any]:
+        status, body = await self.post(path, json.dumps(data).encode(), headers)
         try:
             return status, json.loads(body)
         except ValueError:
             return status, body.decode(errors="replace")
 
-    async def stream(self, path: str, body: bytes) -> tuple[Head, AsyncIterator[bytes]]:
+    async def stream(
+        self, path: str, body: bytes, headers: bytes = b""
+    ) -> tuple[Head, AsyncIterator[bytes]]:
         """The head at once, then the body chunk by chunk (uvicorn sends one per frame)."""
-        head = await self._send(path, body)
+        head = await self._send(path, body, headers)
         return head, self._body(head)
 
     async def _body(self, head: Head) -> AsyncIterator[bytes]:

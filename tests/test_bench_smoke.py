@@ -31,11 +31,30 @@ def test_the_benchmark_suite_runs_end_to_end(tmp_path: Path) -> None:
         assert streaming[name]["turns"] > 0
         assert streaming[name]["cpu_ms_per_turn"] > 0
         assert streaming[name]["frames_per_turn"] > 5
+    tokens = results["tokens"]["summary"]
+    assert set(tokens) == {"ours-sqlite", "reference", "floor"}
+    for name in ("ours-sqlite", "reference", "floor"):
+        assert tokens[name]["cpu_ms_per_token"] is not None
+        for users in (1, 2):
+            assert tokens[name][f"first_delta_ms_{users}u"]["p99"] > 0
+        assert tokens[name]["errors"] == 0 and tokens[name]["verify_problems"] == 0
+    assert tokens["ours-sqlite"]["cpu_ms_per_turn_long"] > 0
     reads = results["reads"]["summary"]
     assert reads["ours-sqlite"]["requests"] > 0 and reads["reference"]["requests"] > 0
-    concurrency = results["concurrency"]["results"]
-    assert concurrency["reference"]["verify"]["problems"] == 0
-    assert concurrency["ours-sqlite"]["verify"]["threads_checked"] > 0
+    bursts = results["concurrency"]["summary"]
+    assert set(bursts) == {"a", "b", "c"}
+    assert set(bursts["a"]) == set(bursts["b"]) == {"ours-sqlite", "reference"}
+    for burst in bursts.values():
+        for figures in burst.values():
+            assert figures["errors"] == 0, figures["error_samples"]
+            assert figures["verify_problems"] == 0, figures["problem_samples"]
+            assert figures["tracebacks"] == 0, figures["bad_log_samples"]
+            assert figures["verify"]["turns_stored"] > 0
+    # 30 users at once past MAX_OPEN_STREAMS=10: some refused, each with 503 + Retry-After.
+    ours_c = bursts["c"]["ours-sqlite"]
+    assert ours_c["refused"] > 0 and ours_c["bad_refusals"] == 0, ours_c["refusal_samples"]
+    assert ours_c["refused_by_reason"]["open"] >= ours_c["refused"]
+    assert bursts["b"]["ours-sqlite"]["rss_peak_mib"] > 0
     assert set(results["scaleout"]["summary"]) == {"1 worker", "2 workers"}
     scale = results["scale"]["results"]["sqlite"]
     for world in ("small_world", "big_world_big_thread", "big_world_small_thread"):
@@ -44,3 +63,4 @@ def test_the_benchmark_suite_runs_end_to_end(tmp_path: Path) -> None:
     assert {target["target"] for target in results["targets"]}
     # The table docs/benchmarks.md shows is printed.
     assert "| server | turns/s | CPU ms/turn" in done.stdout
+    assert "CPU ms/token" in done.stdout and "first delta p50/p99 ms" in done.stdout

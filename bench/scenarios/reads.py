@@ -3,7 +3,11 @@
 
 from typing import Any
 
-from bench.harness import Bench, rotated, summarise
+from bench.harness import Bench, Wanted, rotated, summarise
+
+
+def servers(bench: Bench) -> list[Wanted]:
+    return [Wanted(c, f"reads-{c.name}-r0") for c in bench.contenders(floor=False)]
 
 
 def run(bench: Bench) -> dict[str, Any]:

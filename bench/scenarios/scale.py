@@ -5,6 +5,8 @@ servers on the database, one per user."""
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 from bench import procs
@@ -20,11 +22,15 @@ def run(bench: Bench) -> dict[str, Any]:
         contender = OURS_SQLITE if db == "sqlite" else OURS_POSTGRES
         with bench.database(db, label) as (url, _):
             filled = _step({"step": "fill", "url": url, **cfg})
-            # One server per user (AUTH_MODE=none serves one local user).
-            with (
-                bench.serving(contender, f"{label}-small", url=url, user="small") as (small, _),
-                bench.serving(contender, f"{label}-big", url=url, user="local") as (big, _),
-            ):
+            # One server per user (AUTH_MODE=none serves one local user), started at once.
+            with ExitStack() as servers:
+                starting = [
+                    bench.serving(contender, f"{label}-small", url=url, user="small"),
+                    bench.serving(contender, f"{label}-big", url=url, user="local"),
+                ]
+                with ThreadPoolExecutor(len(starting)) as pool:
+                    started = [pool.submit(servers.enter_context, cm) for cm in starting]
+                (small, _), (big, _) = (future.result() for future in started)
                 measured = _step(
                     {
                         "step": "measure",

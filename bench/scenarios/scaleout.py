@@ -3,7 +3,12 @@ should nearly double."""
 
 from typing import Any
 
-from bench.harness import Bench, summarise
+from bench.harness import Bench, Wanted, summarise
+
+
+def servers(bench: Bench) -> list[Wanted]:
+    ours = bench.ours
+    return [Wanted(ours, f"scaleout-{ours.name}-{n}w-r0", workers=n) for n in (1, 2)]
 
 
 def run(bench: Bench) -> dict[str, Any]:
