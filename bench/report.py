@@ -565,8 +565,8 @@ def _burst_table(data: dict[str, Any]) -> str:
         f"one thread, {cfg['tokens']}-token answers at {1 / cfg['interval']:g} tokens/s; ours "
         "with a token per user (AUTH_MODE=jwt). refused: 503 + Retry-After before the "
         "stream (bad: without Retry-After, or with a stream); errors: error events, lost "
-        "connections, timeouts, other statuses; stored: admitted turns read back whole "
-        f"(with 10 warm-up turns); median of {rounds} round(s), errors and tracebacks "
+        "connections, timeouts, other statuses; stored: admitted turns read back whole; "
+        f"median of {rounds} round(s), errors and tracebacks "
         f"summed.{' Note: ' + cfg['note'] + '.' if cfg.get('note') else ''}\n\n"
         + _table(
             [

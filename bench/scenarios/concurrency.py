@@ -3,13 +3,14 @@ pool), against the reference.
 
 Each burst (the profile's `bursts`) is `users` users, each streaming `turns` turns on
 one thread, started over `ramp` seconds (0: all at the same moment). Every burst gets a
-fresh server. Our server runs with `AUTH_MODE=jwt` and every user has a token of its own,
-so a burst is thousands of users, not one user's thousands of streams (the per-user
-stream limit cannot go past 1,000); the reference has no authentication. Afterwards:
-every admitted turn of every thread is read back (its message and the whole answer),
-refusals (503 before the stream, with `Retry-After`) are counted apart from errors, the
-server's log is searched for tracebacks, and our `/metrics` gives its refusals by
-reason. The server's resident memory (all its processes) is sampled every 100 ms.
+fresh server, warmed up first with 10 turns answered at once (not counted). Our server
+runs with `AUTH_MODE=jwt` and every user has a token of its own, so a burst is
+thousands of users, not one user's thousands of streams (the per-user stream limit
+cannot go past 1,000); the reference has no authentication. Afterwards: every admitted
+turn of every thread is read back (its message and the whole answer), refusals (503
+before the stream, with `Retry-After`) are counted apart from errors, the server's log
+is searched for tracebacks, and our `/metrics` gives its refusals by reason. The
+server's resident memory (all its processes) is sampled every 100 ms.
 """
 
 import statistics
@@ -26,6 +27,7 @@ from bench.harness import (
     rotated,
     summarise,
 )
+from tests.support.processes import ServerProcess
 
 # Summed over rounds (each must be 0), not medians.
 SUMMED = ("bad_refusals", "tracebacks", "bad_log_lines")
@@ -52,12 +54,15 @@ def run(bench: Bench) -> dict[str, Any]:
                     "interval": cfg["interval"],
                     "timeout": cfg["timeout"],
                     "verify": True,
+                    "warmup_users": 0,
                 }
                 env = None
                 if contender.kind == "ours":
                     config["jwt_secret"] = bench.jwt_secret
                     env = _ours_env(bench, burst)
                 with bench.serving(contender, label, env=env) as (server, pg):
+                    if not bench.reuse_servers:  # a kept server is warm already
+                        _warm_up(bench, config, server, pg)
                     offset = log_size(server)
                     result = bench.load(config, server, pg, memory=True)
                     if contender.kind == "ours":
@@ -73,6 +78,15 @@ def run(bench: Bench) -> dict[str, Any]:
         "rounds": rounds,
         "summary": summary,
     }
+
+
+def _warm_up(bench: Bench, config: dict[str, Any], server: ServerProcess, pg: str | None) -> None:
+    """A few turns first, answered at once (the burst's pace would take seconds), not
+    counted: the server's first requests import and connect."""
+    bench.configure_upstream(config["tokens"], 0.0)
+    warm = {**config, "users": min(10, config["users"]), "ramp": 0, "verify": False}
+    bench.load({**warm, "threads": 1, "turns": 1}, server, pg)
+    bench.configure_upstream(config["tokens"], config["interval"])
 
 
 def servers(bench: Bench) -> list[Wanted]:
