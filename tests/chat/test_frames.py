@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from starlette.types import Message
 
 from chatkit_backend.chat.stream import encode
+from tests.support.asgi import chatkit_post_scope
 from tests.support.chat_client import ChatClient, local_app
 from tests.support.sse import user_input
 
@@ -114,21 +115,7 @@ async def test_the_frames_before_a_cancel_are_valid_and_the_partial_answer_stays
                 if b"text_delta" in b"".join(chunks) and b"".join(chunks).count(b"delta") >= 3:
                     gone.set()  # the user stops the answer after a few words
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/chatkit",
-            "raw_path": b"/chatkit",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
-            "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 80),
-        }
-        await app(scope, receive, send)
+        await app(chatkit_post_scope(), receive, send)
         events = validated(b"".join(chunks).decode())
         # Stopped mid-answer: the answer never showed as done.
         done = [e.item.type for e in events if e.type == "thread.item.done"]

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from starlette.types import Message
 
+from tests.support.asgi import chatkit_post_scope
 from tests.support.chat_client import ChatClient, local_app
 from tests.support.sse import parse_events, user_input
 
@@ -55,21 +56,7 @@ async def post_streamed(app: FastAPI, body: dict[str, Any], on_body: OnBody) -> 
             if not message.get("more_body", False):
                 done.set()
 
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/chatkit",
-        "raw_path": b"/chatkit",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-    await app(scope, receive, send)
+    await app(chatkit_post_scope(), receive, send)
     return b"".join(chunks)
 
 

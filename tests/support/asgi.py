@@ -27,3 +27,21 @@ async def drive(response: ASGIApp, disconnect_after: float | None = None) -> Sen
     scope: dict[str, Any] = {"type": "http", "asgi": {"spec_version": "2.4"}}
     await response(scope, receive, send)
     return sent
+
+
+def chatkit_post_scope() -> dict[str, Any]:
+    """The ASGI scope of a JSON `POST /chatkit`, as a server would hand it to the app."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/chatkit",
+        "raw_path": b"/chatkit",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
