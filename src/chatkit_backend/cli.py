@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
+    from chatkit_backend.ops.transport import TransportLimits, http_protocol
     from chatkit_backend.ops.workers import shared_metrics_dir
 
     workers = args.workers or settings.workers
@@ -45,6 +46,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_config=None,
             # The app logs one line per request itself, with ids, status and duration.
             access_log=False,
+            # Header size and count, slow heads and bodies, connections: ops/transport.py.
+            http=http_protocol(TransportLimits.from_settings(settings)),
             proxy_headers=True,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds)
             + SHUTDOWN_MARGIN_SECONDS,

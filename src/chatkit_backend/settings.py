@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    # What `serve` holds a connection to before the app has a request (ops/transport.py).
+    # A JWT in a header may be ~8 KiB; cookies of a shared domain come on top.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=10, le=10_000)
+    header_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=4096, ge=2, le=1_000_000)
 
     @field_validator("metrics_token")
     @classmethod
@@ -219,6 +226,14 @@ class Settings(BaseSettings):
             raise ValueError("ENV=production needs an https:// JWT_JWKS_URL")
         if "*" in (self.cors_origin_list or []):
             raise ValueError("ENV=production refuses a wildcard CORS_ORIGINS")
+        return self
+
+    @model_validator(mode="after")
+    def _check_connections(self) -> "Settings":
+        # Each stream holds a connection: below the streams' cap, a burst would get the
+        # connection cap's refusals and admission control would never act.
+        if self.max_connections <= self.max_open_streams:
+            raise ValueError("MAX_CONNECTIONS must be above MAX_OPEN_STREAMS")
         return self
 
     @model_validator(mode="after")
