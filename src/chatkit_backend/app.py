@@ -56,7 +56,11 @@ def build_services(settings: Settings, provider: Provider) -> Services:
     )
     answerer = Answerer(provider, selector, settings)
     model_input = AttachmentInput(
-        files.storage, settings.max_attachment_bytes, files_accepted=provider.reads_files
+        files.storage,
+        settings.max_attachment_bytes,
+        files_accepted=provider.reads_files,
+        whole_count=settings.model_attachments_whole,
+        whole_bytes=settings.model_attachment_bytes,
     )
     admission = Admission(
         settings.max_open_streams,

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     attachment_upload_ttl_seconds: int = Field(default=900, ge=10, le=86400)
     attachment_unsent_ttl_hours: int = Field(default=24, ge=1, le=24 * 365)
     attachment_cleanup_interval_seconds: int = Field(default=0, ge=0, le=7 * 86400)
+    # Files of earlier messages re-sent whole to the model each turn (attachments/model_input.py).
+    model_attachments_whole: int = Field(default=3, ge=0, le=1000)
+    model_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=5 * 1024**3)
     attachment_signing_key: SecretStr | None = None
     public_url: str | None = None
 

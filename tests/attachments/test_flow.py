@@ -81,9 +81,10 @@ async def test_direct_upload_message_and_links(chat: ChatClient, attachments_dir
     # The preview as the page's <img> fetches it: no token, the link is the permission.
     preview = await chat.http.get(sent["attachments"][0]["preview_url"], headers={})
     assert preview.status_code == 200
-    assert preview.content == PNG
-    assert preview.headers["content-type"] == "image/png"
-    assert preview.headers["content-disposition"].startswith("inline;")
+    # A WebP made from the image, at most 512 px (test_previews.py has the details).
+    assert preview.content.startswith(b"RIFF")
+    assert preview.headers["content-type"] == "image/webp"
+    assert preview.headers["content-disposition"].startswith('inline; filename="cat.webp"')
     assert preview.headers["x-content-type-options"] == "nosniff"
     assert preview.headers["cache-control"].startswith("private, max-age=")
 
@@ -102,7 +103,7 @@ async def test_direct_upload_message_and_links(chat: ChatClient, attachments_dir
     [first, _] = await chat.items(thread_id)
     reloaded = first["attachments"][0]["preview_url"]
     _signed_link(reloaded, image["id"], "preview")
-    assert (await chat.http.get(reloaded)).content == PNG
+    assert (await chat.http.get(reloaded)).content == preview.content
 
     # A second message in the thread: the model still gets the earlier files as history,
     # and this message's own attachments are what it acknowledges.
@@ -155,7 +156,7 @@ async def test_two_phase_image_gets_a_preview(chat: ChatClient) -> None:
     assert image["type"] == "image"
     _signed_link(image["preview_url"], image["id"], "preview")
     preview = await chat.http.get(image["preview_url"])
-    assert preview.status_code == 200 and preview.content == PNG
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/webp"
 
 
 async def test_public_url_makes_the_links(database_url: str, tmp_path: Path) -> None:

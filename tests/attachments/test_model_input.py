@@ -5,10 +5,14 @@ model's acknowledgement is in test_attachments_flow.py.
 """
 
 import base64
+import io
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from chatkit_backend.attachments.model_input import MAX_INLINE_TEXT_CHARS
 from tests.support.attachments import BINARY, PDF, PNG, TEXT, blob_paths, message, uploaded
@@ -22,9 +26,14 @@ TYPES = "image/png,application/pdf,text/plain,application/zip"
 
 @asynccontextmanager
 async def app_on(
-    fake: FakeOpenAI, database_url: str, tmp_path: Path, api: str, provider: str = "openai"
+    fake: FakeOpenAI,
+    database_url: str,
+    tmp_path: Path,
+    api: str,
+    provider: str = "openai",
+    **more: Any,
 ) -> AsyncIterator[ChatClient]:
-    settings: dict[str, Any] = {
+    settings: dict[str, Any] = more | {
         "llm_provider": provider,
         "llm_api": api,
         "titles": False,
@@ -159,3 +168,111 @@ async def test_a_long_text_file_does_not_trip_the_message_guardrail(
         notes = await uploaded(chat, "long.txt", b"word " * 1000, "text/plain")
         events = await chat.stream("threads.create", input=message("Short question", notes["id"]))
     assert "I received 1 attachment: long.txt (text/plain)." in answer_text(events)
+
+
+# ---- the budget for files of earlier messages ----
+
+
+def noise_png(side: int) -> bytes:
+    """A valid PNG of random grey pixels: about side * side bytes, as noise will not compress."""
+    buffer = io.BytesIO()
+    Image.frombytes("L", (side, side), os.urandom(side * side)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _sent(parts: list[dict[str, Any]]) -> tuple[list[bytes], list[bytes]]:
+    """The bytes of the image parts and of the file parts (Responses API)."""
+    images = [_data(p["image_url"], "image/png") for p in parts if p["type"] == "input_image"]
+    files = [_data(p["file_data"], "application/pdf") for p in parts if p["type"] == "input_file"]
+    return images, files
+
+
+def _all_user_parts(request: Recorded) -> list[dict[str, Any]]:
+    return [p for item in request.items if item.get("role") == "user" for p in item["content"]]
+
+
+async def _thread_of(chat: ChatClient, *messages: list[tuple[str, bytes, str]]) -> None:
+    """One thread, one message per list of (name, bytes, type) files."""
+    thread_id = None
+    for number, files in enumerate(messages):
+        ids = [(await uploaded(chat, *file))["id"] for file in files]
+        body = message(f"Message {number}", *ids)
+        if thread_id is None:
+            events = await chat.stream("threads.create", input=body)
+            thread_id = events[0]["thread"]["id"]
+        else:
+            await chat.stream("threads.add_user_message", thread_id=thread_id, input=body)
+
+
+async def test_only_the_newest_files_are_sent_again_the_rest_by_label(
+    fake: FakeOpenAI, sqlite_database_url: str, tmp_path: Path
+) -> None:
+    a, b, c, d = (noise_png(40 + n) for n in range(4))
+    async with app_on(fake, sqlite_database_url, tmp_path, "responses") as chat:
+        await _thread_of(
+            chat,
+            [("a.png", a, "image/png"), ("b.png", b, "image/png")],
+            [("c.png", c, "image/png"), ("report.pdf", PDF, "application/pdf")],
+            [("d.png", d, "image/png")],
+        )
+    last = fake.requests[-1]
+    images, files = _sent(_all_user_parts(last))
+    # MODEL_ATTACHMENTS_WHOLE=3 by default: the file being answered and the newest two.
+    assert sorted(images) == sorted([c, d])
+    assert files == [PDF]
+    texts = [p["text"] for p in _all_user_parts(last) if p["type"] == "input_text"]
+    for name, data in (("a.png", a), ("b.png", b)):
+        shown = f"{len(data) / 1000:.1f} kB"
+        assert f'Attached file "{name}" (image/png): {shown}, shared earlier; not sent again.' in (
+            texts
+        )
+    # The first turn, with nothing earlier, sent both of its files.
+    assert len(_sent(_all_user_parts(fake.requests[0]))[0]) == 2
+
+
+async def test_earlier_files_stop_at_the_byte_budget(
+    fake: FakeOpenAI, sqlite_database_url: str, tmp_path: Path
+) -> None:
+    one, two, three, four = (noise_png(170 + n) for n in range(4))  # about 30 kB each
+    budget = len(four) + len(three) + len(two) - 1  # the oldest two cannot both fit
+    async with app_on(
+        fake,
+        sqlite_database_url,
+        tmp_path,
+        "responses",
+        model_attachments_whole=10,
+        model_attachment_bytes=budget,
+    ) as chat:
+        await _thread_of(
+            chat,
+            [("one.png", one, "image/png")],
+            [("two.png", two, "image/png"), ("three.png", three, "image/png")],
+            [("four.png", four, "image/png")],
+        )
+    images, _ = _sent(_all_user_parts(fake.requests[-1]))
+    assert sorted(images) == sorted([three, four])
+    assert sum(len(image) for image in images) <= budget
+    texts = [p["text"] for p in _all_user_parts(fake.requests[-1]) if p["type"] == "input_text"]
+    assert sum("not sent again" in text for text in texts) == 2
+
+
+async def test_the_files_being_answered_go_whole_whatever_the_budget(
+    fake: FakeOpenAI, sqlite_database_url: str, tmp_path: Path
+) -> None:
+    first, second, third = (noise_png(60 + n) for n in range(3))
+    async with app_on(
+        fake,
+        sqlite_database_url,
+        tmp_path,
+        "responses",
+        model_attachments_whole=0,
+        model_attachment_bytes=0,
+    ) as chat:
+        await _thread_of(
+            chat,
+            [("first.png", first, "image/png")],
+            [("second.png", second, "image/png"), ("third.png", third, "image/png")],
+        )
+    images, _ = _sent(_all_user_parts(fake.requests[-1]))
+    assert sorted(images) == sorted([second, third])
+    assert _sent(_last_user_content(fake.requests[-1]))[0] == [second, third]

@@ -4,14 +4,16 @@
   frontend; multipart with a `file` field; answers the `Attachment`.
 - `POST /chatkit/attachments/{id}/upload?exp&sig`: the signed URL `attachments.create`
   hands out for two-phase uploads; the same multipart shape.
-- `GET /chatkit/attachments/{id}/content|preview?exp&sig`: the bytes, for `<img>` and
-  links, which cannot send a token; the signature is the permission.
+- `GET /chatkit/attachments/{id}/content|preview?exp&sig`: the bytes (a preview: a small
+  WebP of an image, made once), for `<img>` and links, which cannot send a token; the
+  signature is the permission.
 - `GET /chatkit/attachments/{id}` (bearer token): the owner's attachment with fresh links.
 """
 
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from pathlib import PurePosixPath
 from typing import Any
 
 from chatkit.types import Attachment
@@ -114,6 +116,20 @@ async def upload_pending(
     return _json(attachment)
 
 
+def _served_headers(name: str, size: int, expires: int, inline: bool) -> dict[str, str]:
+    cache = max(0, min(MAX_CACHE_SECONDS, expires - int(time.time())))
+    return {
+        "Content-Length": str(size),
+        "Content-Disposition": content_disposition("inline" if inline else "attachment", name),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": SANDBOX,
+        # Private: a shared cache must not keep one user's file for another.
+        "Cache-Control": f"private, max-age={cache}",
+        # The frontend usually runs on another origin, and its `<img>` must load this.
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
+
+
 async def _serve(
     files: AttachmentService, record: AttachmentRecord, expires: int, inline: bool
 ) -> Response:
@@ -122,19 +138,7 @@ async def _serve(
     media_type = attachment.mime_type
     if media_types.is_text_like(media_type):
         media_type += "; charset=utf-8"
-    cache = max(0, min(MAX_CACHE_SECONDS, expires - int(time.time())))
-    headers = {
-        "Content-Length": str(size),
-        "Content-Disposition": content_disposition(
-            "inline" if inline else "attachment", attachment.name
-        ),
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": SANDBOX,
-        # Private: a shared cache must not keep one user's file for another.
-        "Cache-Control": f"private, max-age={cache}",
-        # The frontend usually runs on another origin, and its `<img>` must load this.
-        "Cross-Origin-Resource-Policy": "cross-origin",
-    }
+    headers = _served_headers(attachment.name, size, expires, inline)
     return StreamingResponse(chunks, media_type=media_type, headers=headers)
 
 
@@ -148,14 +152,25 @@ async def content(
     return await _serve(services.files, record, int(exp), inline)
 
 
-@router.get("/{attachment_id}/preview", summary="An image attachment's preview (signed link)")
+@router.get(
+    "/{attachment_id}/preview",
+    summary="An image attachment's preview, at most 512 px (signed link)",
+    responses={
+        404: {"description": "Not an image, not uploaded yet, or its file is gone"},
+        415: {"description": "The image cannot be decoded, or is too large to"},
+    },
+)
 async def preview(
     attachment_id: str, services: ServicesDep, exp: str = "", sig: str = ""
 ) -> Response:
     record = await _linked(services.files, "preview", attachment_id, exp, sig)
     if not media_types.is_image(record.attachment.mime_type):
         raise NotFound("This attachment has no preview")
-    return await _serve(services.files, record, int(exp), inline=True)
+    data = await services.files.preview(record)
+    # `cat.png` previews as `cat.webp`: a saved preview opens as what it is.
+    name = PurePosixPath(record.attachment.name).stem + media_types.PREVIEW_EXTENSION
+    headers = _served_headers(name, len(data), int(exp), inline=True)
+    return Response(data, media_type=media_types.PREVIEW_TYPE, headers=headers)
 
 
 @router.get("/{attachment_id}", summary="The caller's attachment, with fresh signed links")

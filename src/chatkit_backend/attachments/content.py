@@ -4,15 +4,19 @@ The sniffer is fed chunk by chunk while an upload streams to storage: the first 
 decide the binary formats by their magic numbers; text must be valid UTF-8 all the way
 through. The claim (declared type, or extension) is then judged against that (see
 `verified_type`), and the client's file name is made safe to store, show and send back.
+An image's preview is a small copy of it (`image_preview`).
 """
 
 import codecs
+import io
 import re
 import unicodedata
 from collections.abc import Collection
 from pathlib import PurePosixPath
 from typing import Final
 from urllib.parse import quote
+
+from PIL import Image, ImageOps
 
 from chatkit_backend.errors import UnsupportedMediaType
 
@@ -240,3 +244,48 @@ def content_disposition(disposition: str, name: str) -> str:
     ascii_name = name.encode("ascii", "replace").decode().replace("?", "_")
     ascii_name = ascii_name.replace("\\", "_").replace('"', "_")
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+# Previews: what `<img>` shows in the thread, where the original (up to
+# MAX_ATTACHMENT_BYTES) would be a lot to load for a thumbnail.
+PREVIEW_TYPE: Final = WEBP
+PREVIEW_EXTENSION: Final = ".webp"
+PREVIEW_MAX_SIDE: Final = 512
+# Decoding costs memory by pixels, not bytes: a small file can declare a huge canvas
+# (a decompression bomb). Larger images get no preview; 40 megapixels (about 160 MB
+# decoded) is more than phone cameras take, and JPEGs are measured after decoding at a
+# reduced scale. Pillow's own MAX_IMAGE_PIXELS guard stays in force as well.
+PREVIEW_MAX_PIXELS: Final = 40_000_000
+_PREVIEW_FORMATS: Final = ("PNG", "JPEG", "GIF", "WEBP")
+NO_PREVIEW: Final = "This image cannot be read, so it has no preview"
+
+
+def image_preview(data: bytes) -> bytes:
+    """A WebP of the image at most `PREVIEW_MAX_SIDE` pixels on its long side, upright
+    (EXIF orientation applied), without its metadata; the first frame of an animation.
+
+    Raises `UnsupportedMediaType` for anything that cannot be decoded or is too large to.
+    CPU-bound: run it in a worker thread.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=_PREVIEW_FORMATS) as opened:
+            # JPEG decodes straight to a smaller scale; twice the target keeps it sharp.
+            opened.draft(None, (PREVIEW_MAX_SIDE * 2, PREVIEW_MAX_SIDE * 2))
+            if opened.width * opened.height > PREVIEW_MAX_PIXELS:
+                raise UnsupportedMediaType("This image is too large to make a preview of")
+            image: Image.Image = ImageOps.exif_transpose(opened)
+            if image.mode not in ("RGB", "RGBA"):
+                # Palette (GIF) and grey images, with their transparency if they have any.
+                transparent = "A" in image.getbands() or "transparency" in image.info
+                image = image.convert("RGBA" if transparent else "RGB")
+            image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.LANCZOS)
+            preview = io.BytesIO()
+            image.save(preview, "WEBP", quality=80)
+    except UnsupportedMediaType:
+        raise
+    except Exception:
+        # Broken or truncated files make Pillow raise many kinds of error (OSError,
+        # SyntaxError, ValueError, EOFError, its DecompressionBombError): all are the
+        # file's fault, none the server's.
+        raise UnsupportedMediaType(NO_PREVIEW) from None
+    return preview.getvalue()

@@ -5,10 +5,17 @@ images as image input, text-like files as text (up to a cap, said when cut), PDF
 file input where the provider takes it, anything else as the label and a short note.
 Both model APIs accept these parts: the Agents SDK turns `input_image` and `input_file`
 (with inline `file_data`) into Chat Completions `image_url` and `file` parts.
+
+Every turn sends the whole history window again, so the files of earlier messages are
+sent whole only within a budget (`Resend`): the newest few, up to a number of bytes.
+The rest are named by their label with their size and a note that they were shared
+earlier, so a thread with a few large images does not pay for them on every message.
 """
 
 import base64
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.items import TResponseInputItem
@@ -38,19 +45,105 @@ def _data_url(mime_type: str, data: bytes) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(data).decode()}"
 
 
+def _size(size: int) -> str:
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1000**2:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1000**2:.1f} MB"
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """The files of a history that are sent by label only, with their sizes.
+
+    Files not named here (the budget's, or ones sent as a note anyway) go as usual.
+    """
+
+    labelled: Mapping[str, int] = field(default_factory=dict)
+
+
+SEND_ALL = Resend()
+
+
 class AttachmentInput:
     """Reads attachments from storage and turns them into model input parts."""
 
-    def __init__(self, storage: AttachmentStorage, max_bytes: int, files_accepted: bool) -> None:
+    def __init__(
+        self,
+        storage: AttachmentStorage,
+        max_bytes: int,
+        files_accepted: bool,
+        *,
+        whole_count: int = 3,
+        whole_bytes: int = 10 * 1024 * 1024,
+    ) -> None:
         self.storage = storage
         self.max_bytes = max_bytes
         # Whether the provider reads `input_file` (PDF) parts; local servers do not.
         self.files_accepted = files_accepted
+        # The budget for files of earlier messages (MODEL_ATTACHMENTS_WHOLE and
+        # MODEL_ATTACHMENT_BYTES).
+        self.whole_count = whole_count
+        self.whole_bytes = whole_bytes
 
-    async def parts(self, attachment: Attachment) -> list[ResponseInputContentParam]:
+    async def resend(self, answered: Sequence[Attachment], earlier: Sequence[Attachment]) -> Resend:
+        """Which files go by label: `answered` are the files of the message being
+        answered, `earlier` those of the messages before it, newest first.
+
+        The files being answered are always sent whole (the user has just sent them, and
+        the question is about them); they use the budget first. Earlier ones follow,
+        newest first, until one would be over the count or the bytes; it and all older
+        ones go by label, so the model never sees an old file but not a newer one.
+        """
+        used_count, used_bytes = 0, 0
+        for attachment in answered:
+            size = await self._content_size(attachment)
+            if size is not None:
+                used_count, used_bytes = used_count + 1, used_bytes + self._cost(attachment, size)
+        labelled: dict[str, int] = {}
+        for attachment in earlier:
+            size = await self._content_size(attachment)
+            if size is None:
+                continue  # sent as a note whatever the budget
+            cost = self._cost(attachment, size)
+            fits = used_count < self.whole_count and used_bytes + cost <= self.whole_bytes
+            if fits and not labelled:
+                used_count, used_bytes = used_count + 1, used_bytes + cost
+            else:
+                labelled[attachment.id] = size
+        return Resend(labelled)
+
+    def _cost(self, attachment: Attachment, size: int) -> int:
+        """The bytes of the file that a request carries (text is cut, see `_text_file`)."""
+        if media_types.is_text_like(attachment.mime_type):
+            return min(size, _MAX_INLINE_TEXT_BYTES)
+        return min(size, self.max_bytes)
+
+    async def _content_size(self, attachment: Attachment) -> int | None:
+        """The size of a file whose content the model is sent; None if only a note is."""
+        mime_type = attachment.mime_type
+        readable = (
+            media_types.is_image(mime_type)
+            or media_types.is_text_like(mime_type)
+            or (mime_type == sniffing.PDF and self.files_accepted)
+        )
+        if not readable:
+            return None
+        try:
+            return await self.storage.size(attachment.id)
+        except BlobMissing:
+            return None
+
+    async def parts(
+        self, attachment: Attachment, resend: Resend = SEND_ALL
+    ) -> list[ResponseInputContentParam]:
         """The label, then the content (or a note in the label's line)."""
         name, mime_type = attachment.name, attachment.mime_type
         heading = label(name, mime_type)
+        size = resend.labelled.get(attachment.id)
+        if size is not None:
+            return [_text(f"{heading}: {_size(size)}, shared earlier; not sent again.")]
         try:
             if media_types.is_image(mime_type):
                 data = await self.storage.read(attachment.id, self.max_bytes)

@@ -120,6 +120,7 @@ class AttachmentService(AttachmentStore[RequestContext]):
         self.storage = storage
         self.links = links
         self.limits = limits
+        self._making_previews = anyio.Lock()
 
     def generate_attachment_id(self, mime_type: str, context: RequestContext) -> str:
         return new_id("attachment")
@@ -237,6 +238,31 @@ class AttachmentService(AttachmentStore[RequestContext]):
         except BlobMissing:
             raise NotFound("This attachment's file is gone") from None
         return size, self.storage.read_chunks(record.attachment.id)
+
+    async def preview(self, record: AttachmentRecord) -> bytes:
+        """An uploaded image's preview (`content.image_preview`): made on the first request,
+        kept beside the file (and deleted with it), served from there after; 415 if the
+        image cannot be decoded."""
+        if not record.uploaded:
+            raise NotFound("This attachment has not been uploaded yet")
+        key = record.attachment.id
+        if (kept := await self.storage.read_preview(key)) is not None:
+            return kept
+        # One at a time in a process: a request that waited finds the preview made, and
+        # decoding (memory by the pixel) never runs many times at once. Two processes
+        # may both make one; the second replaces the first, harmlessly.
+        async with self._making_previews:
+            if (kept := await self.storage.read_preview(key)) is not None:
+                return kept
+            try:
+                original = await self.storage.read(key, await self.storage.size(key))
+            except BlobMissing:
+                raise NotFound("This attachment's file is gone") from None
+            # Kept even if this client hangs up: the next request would only redo it.
+            with anyio.CancelScope(shield=True):
+                made = await anyio.to_thread.run_sync(media_types.image_preview, original)
+                await self.storage.save_preview(key, made)
+        return made
 
     # Helpers
 

@@ -51,10 +51,17 @@ class AttachmentStorage(Protocol):
         """The blob's size in bytes; raises `BlobMissing`."""
 
     async def delete(self, key: str) -> None:
-        """Remove the blob; a missing one is not an error."""
+        """Remove the blob and its preview; a missing one is not an error."""
+
+    async def read_preview(self, key: str) -> bytes | None:
+        """The preview kept for blob `key`, or None if none was made yet."""
+
+    async def save_preview(self, key: str, data: bytes) -> None:
+        """Keep `data` as blob `key`'s preview, replacing any (previews can be made again)."""
 
     def keys_older_than(self, cutoff: datetime) -> AsyncIterator[str]:
-        """Keys of blobs last written before `cutoff` (the orphan sweep walks these)."""
+        """Keys of blobs (or their previews) last written before `cutoff` (the orphan
+        sweep walks these)."""
 
     async def purge_incomplete(self, cutoff: datetime) -> int:
         """Remove writes abandoned before `cutoff` (a crash mid-upload); return how many."""
@@ -62,6 +69,8 @@ class AttachmentStorage(Protocol):
 
 # Keys become file names: nothing that could climb out of the directory.
 KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# A preview is kept beside its blob, named after it: no key contains a dot.
+PREVIEW_SUFFIX = ".preview"
 CHUNK_BYTES = 64 * 1024
 
 
@@ -133,6 +142,9 @@ class LocalDiskStorage:
         # Two levels keep directories small; the key's tail is its most random part.
         return self.blob_dir / _check_key(key)[-2:] / key
 
+    def preview_path_of(self, key: str) -> Path:
+        return self.path_of(key).with_name(key + PREVIEW_SUFFIX)
+
     def writer(self, key: str) -> LocalDiskWriter:
         return LocalDiskWriter(self, key)
 
@@ -160,6 +172,28 @@ class LocalDiskStorage:
 
     async def delete(self, key: str) -> None:
         await anyio.Path(self.path_of(key)).unlink(missing_ok=True)
+        await anyio.Path(self.preview_path_of(key)).unlink(missing_ok=True)
+
+    async def read_preview(self, key: str) -> bytes | None:
+        try:
+            return await anyio.Path(self.preview_path_of(key)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    async def save_preview(self, key: str, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._replace_preview, key, data)
+
+    def _replace_preview(self, key: str, data: bytes) -> None:
+        # Written aside and renamed into place: a reader never sees half a preview.
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        partial = self.partial_dir / f"{secrets.token_hex(16)}.part"
+        try:
+            partial.write_bytes(data)
+            final = self.preview_path_of(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
 
     async def keys_older_than(self, cutoff: datetime) -> AsyncIterator[str]:
         keys = await anyio.to_thread.run_sync(self._old_files, self.blob_dir, cutoff, True)
@@ -185,4 +219,8 @@ class LocalDiskStorage:
             except FileNotFoundError:
                 continue
             names += [e.name for e in entries if e.is_file() and e.stat().st_mtime < limit]
-        return names if not nested else [name for name in names if KEY.fullmatch(name)]
+        if not nested:
+            return names
+        # A preview alone (saved while its attachment was being deleted) names its key.
+        keys = (name.removesuffix(PREVIEW_SUFFIX) for name in names)
+        return list(dict.fromkeys(key for key in keys if KEY.fullmatch(key)))
