@@ -1,5 +1,6 @@
 """All configuration, read once from the environment and `.env`."""
 
+import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -24,6 +25,14 @@ DEFAULT_ATTACHMENT_TYPES = (
     "image/png,image/jpeg,image/gif,image/webp,application/pdf,"
     "text/plain,text/markdown,text/csv,application/json"
 )
+
+
+def _is_ipv6(name: str) -> bool:
+    try:
+        ipaddress.IPv6Address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -69,6 +78,8 @@ class Settings(BaseSettings):
     jwt_default_tenant: str | None = None
     jwt_role_claim: str = "role"
     cors_origins: str | None = None
+    # Host names this server answers to; unset: loopback ones with AUTH_MODE=none, any with jwt.
+    allowed_hosts: str | None = None
 
     # The page at GET /: the ChatKit element when its script loads, else the built-in client.
     web_ui: Literal["auto", "chatkit", "builtin", "off"] = "auto"
@@ -204,6 +215,28 @@ class Settings(BaseSettings):
             return None
         origins = (origin.strip().rstrip("/") for origin in self.cors_origins.split(","))
         return [origin for origin in origins if origin]
+
+    @property
+    def allowed_host_list(self) -> list[str] | None:
+        """ALLOWED_HOSTS split on commas, lower-cased, IPv6 brackets dropped; None when unset."""
+        if self.allowed_hosts is None:
+            return None
+        hosts = (host.strip().lower() for host in self.allowed_hosts.split(","))
+        return [host.removeprefix("[").removesuffix("]") for host in hosts if host]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: str | None) -> str | None:
+        # Names only: a scheme, path or port here would silently match nothing.
+        if value is None:
+            return None
+        names = [host.strip().removeprefix("[").removesuffix("]") for host in value.split(",")]
+        for name in names:
+            if ("/" in name or " " in name or ":" in name) and not _is_ipv6(name):
+                raise ValueError("ALLOWED_HOSTS entries look like chat.example.com (no port)")
+        if not any(names):
+            raise ValueError("ALLOWED_HOSTS names no host")
+        return value
 
     @model_validator(mode="after")
     def _check_auth(self) -> "Settings":

@@ -120,7 +120,9 @@ async def test_oversized_body_is_413(sqlite_database_url: str) -> None:
             for _ in range(10):
                 yield b"x" * 1000
 
-        response = await client.http.post("/chatkit", content=chunks())
+        response = await client.http.post(
+            "/chatkit", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert_envelope(response, 413, "payload_too_large")
         assert (await client.call("threads.list"))["data"] == []
 

@@ -38,7 +38,7 @@ async def chat(database_url: str, attachments_dir: Path) -> AsyncIterator[ChatCl
 
 def _signed_link(url: str, attachment_id: str, kind: str) -> None:
     parts = urlsplit(url)
-    assert (parts.scheme, parts.netloc) == ("http", "testserver")  # absolute
+    assert (parts.scheme, parts.netloc) == ("http", "localhost")  # absolute
     assert parts.path == f"/chatkit/attachments/{attachment_id}/{kind}"
     query = parse_qs(parts.query)
     assert set(query) == {"exp", "sig"}

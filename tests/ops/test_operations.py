@@ -75,7 +75,11 @@ async def test_request_ids_are_taken_or_made_and_returned(sqlite_database_url: s
         for unsafe in ("has spaces", "x" * 129, 'quote"d', "new\tline"):
             replaced = await http.get("/healthz", headers={"X-Request-ID": unsafe})
             assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["x-request-id"])
-        refused = await http.post("/chatkit", content=b"{", headers={"X-Request-ID": "r-1"})
+        refused = await http.post(
+            "/chatkit",
+            content=b"{",
+            headers={"X-Request-ID": "r-1", "Content-Type": "application/json"},
+        )
         assert refused.status_code == 400
         assert refused.headers["x-request-id"] == "r-1"
 

@@ -42,7 +42,7 @@ async def chat_client(
     assert isinstance(provider.get_model(None), OpenAIResponsesModel)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c,
     ):
         yield c
 

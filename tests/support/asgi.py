@@ -41,7 +41,7 @@ def chatkit_post_scope() -> dict[str, Any]:
         "raw_path": b"/chatkit",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+        "headers": [(b"content-type", b"application/json"), (b"host", b"localhost")],
         "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
+        "server": ("127.0.0.1", 80),
     }

@@ -62,9 +62,10 @@ async def local_app(
     }
     app = create_app(Settings(_env_file=None, **options))
     transport = httpx.ASGITransport(app=app)
+    # A loopback name: with AUTH_MODE=none the server answers to no other (DNS rebinding).
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as http,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as http,
     ):
         yield app, http
 

@@ -24,7 +24,7 @@ async def web_client(database_url: str, **settings: Any) -> AsyncIterator[httpx.
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as http,
     ):
         yield http
 

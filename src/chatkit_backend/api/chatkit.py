@@ -7,9 +7,20 @@ from chatkit_backend.api.deps import ContextDep, ServicesDep
 from chatkit_backend.api.requests import parse_request, read_body
 from chatkit_backend.api.streaming import start_stream
 from chatkit_backend.auth.roles import authorize
+from chatkit_backend.errors import UnsupportedMediaType
 from chatkit_backend.ops.logs import current
 
 router = APIRouter()
+
+
+def require_json(request: Request) -> None:
+    """ChatKit's client sends `application/json`. Anything else may be a page elsewhere
+    posting a form or `text/plain`, which a browser sends across sites without asking."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            "POST /chatkit takes a JSON body (Content-Type: application/json)"
+        )
 
 
 @router.post(
@@ -27,6 +38,7 @@ router = APIRouter()
         404: {"description": "Unknown thread, item or attachment"},
         409: {"description": "The thread is still answering an earlier message"},
         413: {"description": "Body over the configured limit"},
+        415: {"description": "The body is not `application/json`"},
         429: {"description": "Over the request rate or concurrent-stream limit"},
         503: {"description": "Shutting down, or the database is not answering"},
     },
@@ -34,12 +46,13 @@ router = APIRouter()
 async def chatkit_endpoint(
     request: Request, services: ServicesDep, context: ContextDep
 ) -> Response:
-    # The order is the contract: 401 (in ContextDep), 429, 400/413, 403, 404, then a
+    # The order is the contract: 401 (in ContextDep), 429, 415, 400/413, 403, 404, then a
     # stream slot; everything a client can get wrong is refused before a stream starts.
     info = current()
     if info is not None:
         info.owner = context.owner
     services.limiter.admit_request(context.owner)
+    require_json(request)
     body = await read_body(request, services.settings.max_body_bytes)
     chatkit_request = parse_request(body)
     if info is not None:
@@ -53,3 +66,17 @@ async def chatkit_endpoint(
         return await start_stream(services, chatkit_request, context)
     body = await services.requests.handle(chatkit_request, context)
     return Response(content=body, media_type="application/json")
+
+
+@router.get(
+    "/chatkit/me",
+    summary="The caller, as this server sees it",
+    description="The user, tenant and role the token names; AUTH_MODE=none: the local user.",
+    responses={401: {"description": "Missing, malformed, expired or wrongly signed bearer token"}},
+)
+async def caller(context: ContextDep) -> dict[str, str]:
+    return {
+        "user_id": context.owner.user_id,
+        "tenant_id": context.owner.tenant_id,
+        "role": context.role,
+    }

@@ -1,4 +1,4 @@
-"""Middleware: request ids and access lines, security headers, CORS.
+"""Middleware: request ids and access lines, security headers, host and origin checks, CORS.
 
 Plain ASGI: a `BaseHTTPMiddleware` would buffer streams and hide client disconnects.
 The line is written when the response is done, so a stream's duration is the whole
@@ -6,13 +6,16 @@ stream. It carries ids, types, status and timing; never bodies, messages or toke
 """
 
 import logging
+import re
 import time
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatkit_backend.api.errors import error_response
 from chatkit_backend.ops.logs import RequestInfo, current_request, request_id_from
 from chatkit_backend.ops.metrics import REQUESTS
 from chatkit_backend.settings import Settings
@@ -107,8 +110,113 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# With AUTH_MODE=none every request is trusted, so only names that can only mean this
+# machine: a page elsewhere can point a name of its own at 127.0.0.1 (DNS rebinding).
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
+# Probes and scrapers call by address (a pod's IP), and these paths show nothing private.
+HOST_EXEMPT_PATHS = QUIET_PATHS
+# A browser sends these across origins without asking; they change nothing here.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def host_name(header: str) -> str | None:
+    """The name in a Host header without its port (`[::1]:8000` is `::1`); None if malformed."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value[1:].partition("]")
+        return name if bracket and (not rest or rest.startswith(":")) else None
+    name, _, port = value.partition(":")
+    return name if name and (not port or port.isdigit()) else None
+
+
+class HostNames:
+    """The host names this server answers to: exact names, `*.example.com`, or `*`."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.any = "*" in names
+        self.exact = frozenset(name for name in names if not name.startswith("*."))
+        self.suffixes = tuple(name[1:] for name in names if name.startswith("*."))
+
+    def allow(self, header: str) -> bool:
+        name = host_name(header)
+        if name is None:
+            return False
+        if self.any or name in self.exact:
+            return True
+        return bool(self.suffixes) and name.endswith(self.suffixes)
+
+
+class Origins:
+    """Pages that may send state-changing requests: the ones CORS lets read the answers,
+    and this server's own (same host, or PUBLIC_URL's origin)."""
+
+    def __init__(self, listed: list[str], regex: str | None, public_url: str | None) -> None:
+        self.any = "*" in listed
+        own = urlsplit(public_url) if public_url else None
+        self.listed = frozenset([*listed, *([f"{own.scheme}://{own.netloc}"] if own else [])])
+        self.pattern = re.compile(regex) if regex else None
+
+    def allow(self, origin: str, host: str) -> bool:
+        if self.any or origin in self.listed:
+            return True
+        if self.pattern is not None and self.pattern.fullmatch(origin):
+            return True
+        # The page this server itself served: a browser names the same host and port.
+        _, separator, netloc = origin.partition("://")
+        return bool(separator) and bool(host) and netloc.lower() == host.strip().lower()
+
+
+class RequestGuard:
+    """Refuses what another site's page can make a browser send here: a Host name this
+    server does not answer to (400, against DNS rebinding) and a state-changing request
+    whose `Origin` is a page elsewhere (403, against cross-site posts). Plain ASGI, as
+    the others."""
+
+    def __init__(self, app: ASGIApp, hosts: HostNames | None, origins: Origins) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.origins = origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = origin = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+        if (
+            self.hosts is not None
+            and scope["path"] not in HOST_EXEMPT_PATHS
+            and not self.hosts.allow(host or "")
+        ):
+            message = "This server does not answer to that host name; see ALLOWED_HOSTS"
+            await error_response(400, "invalid_host", message)(scope, receive, send)
+            return
+        if (
+            origin is not None
+            and scope["method"] not in SAFE_METHODS
+            and not self.origins.allow(origin, host or "")
+        ):
+            message = "Requests from pages on other origins are refused; see CORS_ORIGINS"
+            await error_response(403, "forbidden_origin", message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def allowed_hosts(settings: Settings) -> HostNames | None:
+    """ALLOWED_HOSTS; unset, loopback names only with AUTH_MODE=none, and any with jwt."""
+    names = settings.allowed_host_list
+    if names is None and settings.auth_mode == "none":
+        names = LOOPBACK_HOSTS
+    return HostNames(names) if names is not None else None
+
+
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """CORS, security headers and request tracking, in that order from the inside out."""
+    """CORS, the host and origin guard, security headers and request tracking, in that
+    order from the inside out."""
     origins = settings.cors_origin_list
     regex = LOCAL_ORIGINS if origins is None and settings.env == "development" else None
     if origins or regex:
@@ -123,6 +231,13 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             allow_credentials=False,
             max_age=PREFLIGHT_MAX_AGE_SECONDS,
         )
+    # Outside CORS, so a foreign Host gets no preflight answer either; inside the headers
+    # and the tracking, so its refusals carry both.
+    app.add_middleware(
+        RequestGuard,
+        hosts=allowed_hosts(settings),
+        origins=Origins(origins or [], regex, settings.public_url),
+    )
     # Outside CORS, so the preflight answers CORS makes get the headers too.
     app.add_middleware(SecurityHeaders)
     # Outermost: ids and timings cover everything.
