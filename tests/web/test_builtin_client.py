@@ -83,6 +83,13 @@ def thread_row(page: Any, title: str) -> Any:
     return page.locator("#thread-list li.thread").filter(has_text=title)
 
 
+async def test_the_header_names_the_local_user(tab: Tab) -> None:
+    # AUTH_MODE=none: everyone here is LOCAL_USER_ID of LOCAL_TENANT_ID; the page says so.
+    await expect(tab.page.locator("#who-user")).to_have_text("local")
+    await expect(tab.page.locator("#who-tenant")).to_have_text("local")
+    await expect(tab.page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+
 async def test_an_answer_streams_in_and_the_thread_can_be_renamed_and_deleted(tab: Tab) -> None:
     page = tab.page
     await send(page, "Hello from the browser test")

@@ -56,6 +56,7 @@ def page_config(settings: Settings) -> dict[str, Any]:
         # Relative to the page, so a reverse proxy's path prefix carries over.
         "apiUrl": "chatkit",
         "uploadUrl": "chatkit/attachments",
+        "meUrl": "chatkit/me",
         "chatkitScriptUrl": CHATKIT_SCRIPT_URL,
         "domainKey": settings.chatkit_domain_key,
         "version": __version__,

@@ -36,9 +36,17 @@ export async function authorizedFetch(input, init = {}) {
 }
 
 export class Api {
-  constructor(apiUrl, uploadUrl) {
+  constructor(apiUrl, uploadUrl, meUrl) {
     this.apiUrl = new URL(apiUrl, document.baseURI).href;
     this.uploadUrl = new URL(uploadUrl, document.baseURI).href;
+    this.meUrl = new URL(meUrl, document.baseURI).href;
+  }
+
+  /** The caller as the server sees it: `{user_id, tenant_id, role}`. */
+  async me() {
+    const response = await authorizedFetch(this.meUrl);
+    if (!response.ok) throw await errorOf(response);
+    return response.json();
   }
 
   /** A non-streaming request (threads.list, items.list, threads.update, ...). */

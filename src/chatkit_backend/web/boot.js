@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 // On a closed network the CDN may never answer: fall back rather than wait.
 const CHATKIT_TIMEOUT_MS = 6000;
 const THEME_KEY = "chatkit-backend.theme";
+const LOGIN_STATE_KEY = "chatkit-backend.login-state";
 
 // Each prompt shows off a built-in agent: a tool call with AGENT=erp-support (after
 // `chatkit-backend seed-demo`), a handoff with AGENT=router.
@@ -61,12 +62,56 @@ function setStatus(text, isError = false) {
 
 // ---- sign-in (AUTH_MODE=jwt): a pasted token, or one handed back by LOGIN_URL ----
 
-/** `#access_token=...` from a login redirect; removed from the address bar and history. */
+/** A random value for the trip to LOGIN_URL, kept in this tab until the browser is back. */
+function newLoginState() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const state = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  try {
+    sessionStorage.setItem(LOGIN_STATE_KEY, state);
+  } catch {
+    // No session storage: the token that comes back will be refused, with a message.
+  }
+  return state;
+}
+
+/** The stored state, removed: each trip to LOGIN_URL hands back one token at most. */
+function takeLoginState() {
+  try {
+    const state = sessionStorage.getItem(LOGIN_STATE_KEY);
+    sessionStorage.removeItem(LOGIN_STATE_KEY);
+    return state;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `#access_token=...&state=...` from a login redirect, removed from the address bar and
+ * history. The token counts only with the state this tab stored before it went to
+ * LOGIN_URL: any site can link here with a token of its own, and would have the visitor
+ * chat, unknowingly, as someone else (login CSRF).
+ */
 function tokenFromFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
   const value = params.get("access_token") || params.get("token");
-  if (value) history.replaceState(null, "", location.pathname + location.search);
-  return value;
+  if (!value) return { token: null, problem: "" };
+  history.replaceState(null, "", location.pathname + location.search);
+  const expected = takeLoginState();
+  if (!expected || params.get("state") !== expected) {
+    const problem =
+      "The address carried a sign-in this page did not ask for, so it was not used. " +
+      "Sign in yourself.";
+    return { token: null, problem };
+  }
+  return { token: value, problem: "" };
+}
+
+/** Who the server says the caller is, in the header. */
+function showCaller(caller) {
+  $("who-user").textContent = caller.user_id;
+  $("who-tenant").textContent = caller.tenant_id;
+  $("who").title = `User ${caller.user_id} in tenant ${caller.tenant_id}, role ${caller.role}`;
+  $("who").hidden = false;
 }
 
 // Esc would close the sign-in dialog and leave a page that cannot do anything.
@@ -78,6 +123,7 @@ function askForToken(problem) {
   if (config.loginUrl) {
     const url = new URL(config.loginUrl, document.baseURI);
     url.searchParams.set("return_to", location.href.split("#")[0]);
+    url.searchParams.set("state", newLoginState());
     $("login-link").href = url.href;
     $("login-link").hidden = false;
   }
@@ -94,14 +140,15 @@ function askForToken(problem) {
   });
 }
 
-/** Until the server accepts a token; a cheap read proves it before any UI starts. */
+/** Until the server accepts a token; asking who it names proves it before any UI starts. */
 async function signIn(api, problem = "") {
-  let candidate = problem ? null : tokenFromFragment();
+  let candidate = null;
+  if (!problem) ({ token: candidate, problem } = tokenFromFragment());
   for (;;) {
     candidate = candidate || (await askForToken(problem));
     setToken(candidate);
     try {
-      await api.call("threads.list", { limit: 1 });
+      showCaller(await api.me());
       return;
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 401) return; // shown by the UI later
@@ -181,8 +228,10 @@ function showSwitch(label, ui) {
 
 async function main() {
   applyTheme(theme);
-  const api = new Api(config.apiUrl, config.uploadUrl);
-  if (config.authMode === "jwt") {
+  const api = new Api(config.apiUrl, config.uploadUrl, config.meUrl);
+  if (config.authMode !== "jwt") {
+    api.me().then(showCaller, () => {}); // only shown; the UI says what fails later
+  } else {
     await signIn(api);
     $("sign-out").hidden = false;
     $("sign-out").addEventListener("click", () => {
