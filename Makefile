@@ -32,16 +32,18 @@ check: lint typecheck
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: browser-deps check pytest
+test: system-deps check pytest
 
-# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
-# CI installs it; locally those tests are skipped without it.
-.PHONY: browser-deps
-browser-deps:
-	@if [ -n "$$CI" ] && [ ! -x /usr/bin/chromium ]; then \
+# What tests run besides Python: Debian's Chromium for the browser tests (Playwright
+# cannot download its own here) and Debian's nginx, which the proxy tests put in front
+# of the server with docker/nginx/. CI installs them; locally those tests skip without.
+.PHONY: system-deps browser-deps
+system-deps:
+	@if [ -n "$$CI" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ]; }; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y chromium fonts-liberation; \
+			apt-get install -y chromium fonts-liberation nginx; \
 	fi
+browser-deps: system-deps
 
 # The reliability suite's long run (docs/reliability.md): the same tests as in `make
 # test`, with many more users, turns, hang-ups, kills and generated cases.

@@ -149,7 +149,6 @@ def test_compose_db_is_postgres_with_a_healthcheck(compose: dict[str, Any]) -> N
 def test_compose_app_waits_for_a_healthy_db(compose: dict[str, Any]) -> None:
     app = compose["services"]["app"]
     assert app["build"] == "."
-    assert "8000:8000" in app["ports"]
     assert app["depends_on"]["db"]["condition"] == "service_healthy"
     assert app["restart"] == "unless-stopped"
     url = app["environment"]["DATABASE_URL"]
@@ -176,6 +175,35 @@ def test_compose_migrates_once_then_serves(compose: dict[str, Any]) -> None:
     assert arguments.workers >= 2
     # Longer than the streams' grace (25 s) plus uvicorn's margin (10 s).
     assert app["stop_grace_period"] == "40s"
+
+
+def test_compose_only_nginx_is_reachable_and_only_from_this_machine(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"nginx"}
+    nginx = services["nginx"]
+    assert nginx["image"].split(":")[0] == "nginx"
+    # With AUTH_MODE=none by default, a port on every interface would serve anyone.
+    assert nginx["ports"] == ["127.0.0.1:8000:8080"]
+    assert nginx["depends_on"]["app"]["condition"] == "service_healthy"
+    mounts = dict(volume.split(":")[:2] for volume in nginx["volumes"])
+    assert mounts == {
+        "./docker/nginx/nginx.conf": "/etc/nginx/nginx.conf",
+        "./docker/nginx/chatkit.conf": "/etc/nginx/chatkit.conf",
+    }
+    for source in mounts:
+        assert (PROJECT_ROOT / source).is_file()
+    # The files agree with the services: nginx listens where the port is published
+    # and sends to the app's port.
+    site = (PROJECT_ROOT / "docker/nginx/chatkit.conf").read_text()
+    assert "listen 8080;" in site
+    arguments = cli_parser().parse_args(services["app"]["command"][1:])
+    assert f"server app:{arguments.port};" in site
+    assert "include chatkit.conf;" in (PROJECT_ROOT / "docker/nginx/nginx.conf").read_text()
+    # Behind nginx, whose compose address is not fixed, the app believes its header.
+    assert services["app"]["environment"]["TRUSTED_PROXIES"] == "*"
 
 
 def test_compose_named_volumes_are_declared(compose: dict[str, Any]) -> None:
