@@ -294,7 +294,8 @@ async def walk_pages(
     """Follow `after` from the first page to the last, checking each page on the way.
 
     Each page must hold the next `limit` expected ids in order, `has_more` must say
-    whether any remain, and `after` must name the page's last row.
+    whether any remain, and `after` must name the page's last row while more follow and
+    be None on the last page (the SDK's convention; clients stop on it).
     """
     seen: list[str] = []
     after: str | None = None
@@ -304,7 +305,7 @@ async def walk_pages(
         assert ids == list(expected_ids[len(seen) : len(seen) + limit]), f"after={after!r}"
         seen.extend(ids)
         assert page.has_more is (len(seen) < len(expected_ids))
-        assert page.after == (ids[-1] if ids else None)
+        assert page.after == (ids[-1] if page.has_more else None)
         if not page.has_more:
             return
         after = page.after
@@ -421,9 +422,13 @@ class StoreContract(ABC):
             await store.save_thread(thread, owner)
 
         newest_first = await store.load_threads(10, None, "desc", owner)
-        assert newest_first.data == threads[::-1]
+        assert (newest_first.data, newest_first.has_more, newest_first.after) == (
+            threads[::-1],
+            False,
+            None,
+        )
         oldest_first = await store.load_threads(10, None, "asc", owner)
-        assert oldest_first.data == threads
+        assert (oldest_first.data, oldest_first.after) == (threads, None)
 
     @pytest.mark.parametrize("order", ["asc", "desc"])
     @pytest.mark.parametrize("limit", [1, 2, 5, 50])
@@ -605,9 +610,9 @@ class StoreContract(ABC):
             await store.add_thread_item(thread.id, item, owner)
 
         asc = await store.load_thread_items(thread.id, None, 100, "asc", owner)
-        assert (asc.data, asc.has_more, asc.after) == (items, False, items[-1].id)
+        assert (asc.data, asc.has_more, asc.after) == (items, False, None)
         desc = await store.load_thread_items(thread.id, None, 100, "desc", owner)
-        assert (desc.data, desc.has_more, desc.after) == (items[::-1], False, items[0].id)
+        assert (desc.data, desc.has_more, desc.after) == (items[::-1], False, None)
 
     async def test_a_page_after_an_item_starts_right_after_it(
         self, store: Store[RequestContext], owner: RequestContext, thread: ThreadMetadata
@@ -620,7 +625,7 @@ class StoreContract(ABC):
         asc = await store.load_thread_items(thread.id, ids[1], 2, "asc", owner)
         assert ([i.id for i in asc.data], asc.has_more, asc.after) == (ids[2:4], True, ids[3])
         desc = await store.load_thread_items(thread.id, ids[3], 5, "desc", owner)
-        assert ([i.id for i in desc.data], desc.has_more) == (ids[2::-1], False)
+        assert ([i.id for i in desc.data], desc.has_more, desc.after) == (ids[2::-1], False, None)
 
     @pytest.mark.parametrize("order", ["asc", "desc"])
     @pytest.mark.parametrize("limit", [1, 2, 3, 7, 50])

@@ -64,6 +64,31 @@ class SQLStoreContract(StoreContract):
 
         assert len(set(ids)) == len(ids)
 
+    # A thread with a page of its items (threads.get_by_id, items.list)
+
+    @pytest.mark.parametrize("order", ["asc", "desc"])
+    async def test_a_thread_page_has_a_cursor_only_while_more_items_follow(
+        self, store: SQLStore, owner: RequestContext, thread: ThreadMetadata, order: str
+    ) -> None:
+        items = [make_message(thread.id, str(n)) for n in range(3)]
+        for item in items:
+            await store.add_thread_item(thread.id, item, owner)
+        ids = [item.id for item in items]
+        expected = ids if order == "asc" else ids[::-1]
+
+        _, first = await store.load_thread_page(thread.id, None, 2, order, owner)
+        assert ([i.id for i in first.data], first.has_more, first.after) == (
+            expected[:2],
+            True,
+            expected[1],
+        )
+        _, last = await store.load_thread_page(thread.id, first.after, 2, order, owner)
+        assert ([i.id for i in last.data], last.has_more, last.after) == (
+            expected[2:],
+            False,
+            None,
+        )
+
     # Feedback
 
     async def test_feedback_round_trips(

@@ -78,7 +78,9 @@ def _page_of(rows: Sequence[Any], limit: int, parse: Any) -> Page[T]:
     return Page(
         data=[parse(row.data) for row in rows],
         has_more=has_more,
-        after=rows[-1].id if rows else None,
+        # A cursor only while another page follows, as the SDK's own stores do: a
+        # client that pages on `after` alone then stops at the last page.
+        after=rows[-1].id if has_more else None,
     )
 
 
