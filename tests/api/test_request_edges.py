@@ -2,7 +2,14 @@
 without `type`, and `threads.create` without a message. Over HTTP (ASGI), on SQLite and
 PostgreSQL."""
 
-from tests.support.chat_client import ChatClient
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.attachments import message, uploaded
+from tests.support.chat_client import ChatClient, assert_envelope, chat_client
+from tests.support.sse import user_input
 
 
 async def test_only_a_page_with_more_after_it_carries_a_cursor(client: ChatClient) -> None:
@@ -29,3 +36,60 @@ async def test_only_a_page_with_more_after_it_carries_a_cursor(client: ChatClien
     assert rest["has_more"] is False and "after" not in rest
     thread = await client.call("threads.get_by_id", thread_id=first)
     assert thread["items"]["has_more"] is False and "after" not in thread["items"]
+
+
+BLANK_MESSAGES = [
+    pytest.param({"type": "threads.create", "params": {"input": user_input("")}}, id="empty"),
+    pytest.param({"type": "threads.create", "params": {"input": user_input("   ")}}, id="spaces"),
+    pytest.param(
+        {"type": "threads.create", "params": {"input": user_input("\n\t \u3000")}}, id="whitespace"
+    ),
+    pytest.param({"type": "messages.send", "params": {"input": ""}}, id="messages.send"),
+    pytest.param(
+        {
+            "type": "threads.create",
+            "params": {"input": {"content": [{"type": "text", "text": ""}]}},
+        },
+        id="seed-shape-part",
+    ),
+]
+
+
+@pytest.mark.parametrize("body", BLANK_MESSAGES)
+async def test_a_blank_message_is_400_before_any_stream_and_stores_nothing(
+    client: ChatClient, body: dict[str, Any]
+) -> None:
+    response = await client.post(body)
+    assert_envelope(response, 400, "invalid_request")
+    assert "empty" in response.json()["message"]
+    assert (await client.call("threads.list"))["data"] == []
+
+
+async def test_a_blank_message_to_a_thread_leaves_it_as_it_was(client: ChatClient) -> None:
+    thread_id, _ = await client.new_thread("hello")
+    before = await client.call("threads.get_by_id", thread_id=thread_id)
+
+    for text in ("", "  \n "):
+        response = await client.post(
+            {
+                "type": "threads.add_user_message",
+                "params": {"thread_id": thread_id, "input": user_input(text)},
+            }
+        )
+        assert_envelope(response, 400, "invalid_request")
+
+    assert await client.call("threads.get_by_id", thread_id=thread_id) == before
+    # Not left busy either: the next real message is answered.
+    await client.stream("threads.add_user_message", thread_id=thread_id, input=user_input("more"))
+    assert len(await client.items(thread_id)) == 4
+
+
+async def test_a_file_with_blank_text_is_a_message(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    async with chat_client(sqlite_database_url, attachments_dir=str(tmp_path)) as chat:
+        file = await uploaded(chat, "notes.txt", b"some notes", "text/plain")
+        events = await chat.stream("threads.create", input=message("", file["id"]))
+        assert events[0]["type"] == "thread.created"
+        stored = (await chat.items(events[0]["thread"]["id"]))[0]
+        assert [a["id"] for a in stored["attachments"]] == [file["id"]]

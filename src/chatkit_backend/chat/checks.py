@@ -126,8 +126,10 @@ class RequestChecker:
     async def _input(
         self, input: UserMessageInput, context: RequestContext, thread_id: str | None
     ) -> None:
-        if not input.content and not input.attachments:
-            raise InvalidRequest("A message needs content")
+        # Blank text was streamed, stored and answered, and titled the thread "New
+        # conversation". Files alone are a message; tag parts count as text.
+        if not input.attachments and not any(part.text.strip() for part in input.content):
+            raise InvalidRequest("A message needs text or an attachment; this one is empty")
         await self._sendable(input.attachments, context, thread_id)
         model = input.inference_options.model
         if model is not None and model not in self.settings.allowed_models:
