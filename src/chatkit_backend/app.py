@@ -25,6 +25,7 @@ from chatkit_backend.auth.tokens import build_verifier
 from chatkit_backend.chat.admission import Admission
 from chatkit_backend.chat.checks import RequestChecker
 from chatkit_backend.chat.json_requests import JsonRequests
+from chatkit_backend.chat.leases import holder_heartbeat, new_holder_id
 from chatkit_backend.chat.limits import InProcessLimiter
 from chatkit_backend.chat.turn import Turns
 from chatkit_backend.ops.logs import configure_logging
@@ -70,7 +71,12 @@ def build_services(settings: Settings, provider: Provider) -> Services:
     )
     turns = Turns(
         store,
-        TurnStore(engine, attachment_view=files.links.present, gate=admission.database),
+        TurnStore(
+            engine,
+            attachment_view=files.links.present,
+            gate=admission.database,
+            holder=new_holder_id(),
+        ),
         answerer,
         HistoryConverter(model_input),
         settings,
@@ -104,6 +110,8 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             async with (
+                # Entered first, left last: the holder row goes once the streams are done.
+                holder_heartbeat(services.turns.turns),
                 _operations_running(services, hook_signals),
                 cleanup_schedule(settings, services.files),
             ):

@@ -1,12 +1,13 @@
 """One answer at a time per thread: a second stream is 409 while an answer runs, and the
-answer lease is released, runs out when its holder dies, and is renewed while held."""
+answer lease is released, and runs out at its end. (Its holder's heartbeat, which frees
+it soon after a crash: tests/store/test_lease_holders.py and test_crash_recovery.py.)"""
 
 import asyncio
 from typing import Any
 
 import pytest
 
-from chatkit_backend.chat.leases import LeaseKeeper, new_lease
+from chatkit_backend.chat.leases import new_lease
 from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.tables import THREADS
@@ -67,7 +68,7 @@ async def test_a_new_thread_is_locked_while_its_first_answer_runs(sqlite_databas
         await wait_for_lease(sqlite_database_url, thread_id, held=False)
 
 
-async def test_a_lease_runs_out_when_its_holder_dies(sqlite_database_url: str) -> None:
+async def test_a_lease_runs_out_at_its_end(sqlite_database_url: str) -> None:
     async with local_app(sqlite_database_url) as (_, http):
         created = await http.post("/chatkit", json=body("threads.create", input=user_input("x")))
         thread_id = parse_events(created.text)[0]["thread"]["id"]
@@ -79,43 +80,20 @@ async def test_a_lease_runs_out_when_its_holder_dies(sqlite_database_url: str) -
         async def claim(lease: Lease) -> None:
             await turns.open(thread_id, owner, lease, history_limit=5)
 
-        crashed = new_lease(0.3)
-        await claim(crashed)  # the holder "crashes": no renewals, no release
+        unreleased = new_lease(0.3)
+        await claim(unreleased)  # never released
         with pytest.raises(ThreadBusyError):
             await claim(new_lease(0.3))
         await asyncio.sleep(0.4)
         taken = new_lease(0.3)
         await claim(taken)  # ran out: free for the next one
-        await turns.release(thread_id, crashed)  # a late release by the old holder frees nothing
+        await turns.release(thread_id, unreleased)  # a late release by the old holder frees nothing
         with pytest.raises(ThreadBusyError):
             await claim(new_lease(0.3))
         await turns.release(thread_id, taken)
         last = new_lease(0.3)
         await claim(last)
         await turns.release(thread_id, last)
-    finally:
-        await engine.dispose()
-
-
-async def test_a_held_lease_is_renewed(sqlite_database_url: str) -> None:
-    async with local_app(sqlite_database_url) as (_, http):
-        created = await http.post("/chatkit", json=body("threads.create", input=user_input("x")))
-        thread_id = parse_events(created.text)[0]["thread"]["id"]
-    engine = create_engine(sqlite_database_url)
-    try:
-        owner = await _owner(engine, thread_id)
-        turns = TurnStore(engine)
-        held = new_lease(0.3)
-        await turns.open(thread_id, owner, held, history_limit=5)
-        keeper = LeaseKeeper(turns, thread_id, held, renew_every=0.1)
-        keeper.start()
-        await asyncio.sleep(0.6)  # twice the lease: only renewals keep it
-        with pytest.raises(ThreadBusyError):
-            await turns.open(thread_id, owner, new_lease(0.3), history_limit=5)
-        await keeper.release()
-        freed = new_lease(0.3)
-        await turns.open(thread_id, owner, freed, history_limit=5)
-        await turns.release(thread_id, freed)
     finally:
         await engine.dispose()
 

@@ -55,7 +55,7 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 
-from chatkit_backend.chat.leases import LeaseKeeper, new_lease
+from chatkit_backend.chat.leases import new_lease, release
 from chatkit_backend.chat.stream import encode
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import NotFound, NotSupported, ThreadBusy
@@ -231,7 +231,6 @@ class Turn:
         self.finished = finished
         # What the answer leaves in the thread, by id, in the order it first appeared.
         self.saved: dict[str, ThreadItem] = {item.id: item for item in finished.items}
-        self.keeper = LeaseKeeper(turns.turns, opened.thread.id, lease)
         self.observer = StreamObserver(chatkit_type)
         self.error_seen = False
         self._send: Send | None = None
@@ -251,7 +250,6 @@ class Turn:
     async def run(self, send: Send) -> None:
         """Stream the answer through `send`; on a cancel, store what was said and re-raise."""
         self._send = send
-        self.keeper.start()
         thread = self.thread
         before_answer = thread.model_dump_json()
         title = self._start_title()
@@ -312,14 +310,13 @@ class Turn:
         if (info := current()) is not None:
             info.outcome = outcome
         self.observer.ended(outcome)
-        self.keeper.stop()
         if not self._ended:
             # The stream ended before the turn could (a client gone before it began):
             # free the thread now rather than when the lease runs out.
             self._ended = True
-            release = asyncio.create_task(self.keeper.release())
-            _BACKGROUND.add(release)
-            release.add_done_callback(_BACKGROUND.discard)
+            releasing = asyncio.create_task(release(self.turns.turns, self.thread.id, self.lease))
+            _BACKGROUND.add(releasing)
+            releasing.add_done_callback(_BACKGROUND.discard)
 
     # What happens to each event
 
@@ -397,7 +394,6 @@ class Turn:
     async def _store(self) -> bool:
         """The turn's last transaction; False (and the thread freed anyway) if it failed."""
         self._ended = True
-        self.keeper.stop()
         # What a write during the answer stored already is not written again.
         self.finished.items = [
             item for item in self.saved.values() if self._stored.get(item.id) is not item
@@ -406,7 +402,7 @@ class Turn:
             await self.turns.turns.finish(self.thread.id, self.context, self.lease, self.finished)
         except Exception as exc:
             logger.warning("could not store the answer: %s", type(exc).__name__)
-            await self.keeper.release()
+            await release(self.turns.turns, self.thread.id, self.lease)
             return False
         return True
 

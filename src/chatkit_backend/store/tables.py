@@ -46,12 +46,27 @@ class ThreadRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
     updated_at: datetime = Field(sa_column=_utc_column())
     data: str = Field(sa_column=Column(Text, nullable=False))
-    # The lease of the answer in progress (store/leases.py): who holds it, and until
-    # when; both NULL when the thread is not answering.
+    # The lease of the answer in progress (store/turns.py): its token, until when it
+    # holds at most, and the server process answering (a `holders` row); all NULL when
+    # the thread is not answering.
     answer_lease_token: str | None = Field(default=None, max_length=64)
     answer_lease_until: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    answer_lease_holder: str | None = Field(default=None, max_length=64)
+
+
+class HolderRow(SQLModel, table=True):
+    """A running server process that may hold answer leases, and its latest heartbeat.
+
+    A lease whose holder stopped beating is free (store/turns.py): a process that died
+    frees its threads within seconds. Removed when the process shuts down cleanly.
+    """
+
+    __tablename__ = "holders"
+
+    id: str = Field(max_length=64, primary_key=True)
+    beat_at: datetime = Field(sa_column=_utc_column())
 
 
 class ItemRow(SQLModel, table=True):
@@ -154,6 +169,7 @@ def table_of(model: type[SQLModel]) -> Table:
 
 
 THREADS = table_of(ThreadRow)
+HOLDERS = table_of(HolderRow)
 ITEMS = table_of(ItemRow)
 ATTACHMENTS = table_of(AttachmentRow)
 FEEDBACK = table_of(FeedbackRow)

@@ -2,16 +2,28 @@
 thread, load its history, store the user's message) and one after it (the answer's
 items, its token usage, the thread's new state, and the lease released).
 
-The lease lives on the thread row: `answer_lease_token` names the answer in progress and
-`answer_lease_until` when it runs out. Why a lease row and not PostgreSQL advisory locks:
-a session-level advisory lock lives on one connection, so every open stream would pin a
-pooled connection for as long as the model talks. Here taking, renewing and releasing
-are each part of a short statement on a pooled connection, on SQLite as on PostgreSQL,
-across processes. A crashed process stops renewing, and its lease runs out.
+The lease lives on the thread row: `answer_lease_token` names the answer in progress,
+`answer_lease_holder` the server process answering, and `answer_lease_until` when it
+runs out at the latest. Why a lease row and not PostgreSQL advisory locks: a
+session-level advisory lock lives on one connection, so every open stream would pin a
+pooled connection for as long as the model talks. Here taking and releasing are each
+part of a short statement on a pooled connection, on SQLite as on PostgreSQL, across
+processes.
+
+A process dying mid-answer releases nothing. Each process keeps one row in `holders`
+and beats it (`beat`, about every second, chat/leases.py: one statement per process, not
+per stream); a lease whose holder has not beaten for `HOLDER_TIMEOUT_SECONDS` is free,
+checked inside the claim's own statement. So a thread whose process died takes a new
+answer within seconds, and a live holder's leases hold however long its answers run.
+The price: a process that cannot beat for that long (the database away, its event loop
+stalled) may see another take a thread it is still answering; both answers are stored.
 
 Statements are built once with bound parameters: building SQLAlchemy expressions per
-call was a measurable part of a turn's CPU. Times come from the application's clock
-(UTC); replicas' clocks need only agree to within a small part of the lease.
+call was a measurable part of a turn's CPU. Lease ends come from the application's clock
+(UTC); replicas' clocks need only agree to within a small part of the lease. Heartbeats
+are seconds apart, too close for that on PostgreSQL, where replicas run on different
+machines: there they are stamped and judged by the database's clock. SQLite's processes
+share one machine, and its clock.
 """
 
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,12 +39,14 @@ from sqlalchemy import (
     DateTime,
     Delete,
     Insert,
+    Interval,
     Select,
     Update,
     and_,
     bindparam,
     case,
     delete,
+    exists,
     func,
     literal_column,
     or_,
@@ -44,13 +58,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.attachments import AttachmentView
-from chatkit_backend.store.tables import ATTACHMENTS, ITEMS, THREADS, USAGE, insert_for
+from chatkit_backend.store.tables import (
+    ATTACHMENTS,
+    HOLDERS,
+    ITEMS,
+    THREADS,
+    USAGE,
+    insert_for,
+)
 
 _ITEMS_ADAPTER: TypeAdapter[list[ThreadItem]] = TypeAdapter(list[ThreadItem])
 _ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
 _UTC = DateTime(timezone=True)
 # Pool timeouts (10 s each) a turn's last transaction rides out before it gives up.
 POOL_ATTEMPTS = 6
+# A holder silent this long is taken for dead and its leases for free: several missed
+# beats (chat/leases.py), so a slow database or a busy event loop is not taken for a
+# crash, and short enough that a user can soon write to the thread again.
+HOLDER_TIMEOUT_SECONDS = 5.0
 
 
 class ThreadBusyError(Exception):
@@ -63,7 +88,7 @@ class ThreadMissingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """One answer's claim on its thread: a token, and how long it holds unrenewed."""
+    """One answer's claim on its thread: a token, and how long it holds at most."""
 
     token: str
     ttl: timedelta
@@ -129,6 +154,15 @@ class TurnStatements:
     """The turn's statements for one dialect, built once."""
 
     def __init__(self, dialect: str) -> None:
+        # Heartbeat times: the database's clock on PostgreSQL, ours (bound) on SQLite.
+        beat_now: ColumnElement[datetime] = bindparam("h_now", type_=_UTC)
+        silent_since: ColumnElement[datetime] = bindparam("h_silent_since", type_=_UTC)
+        if dialect == "postgresql":
+            beat_now = func.now()
+            silent_since = func.now() - bindparam("h_timeout", type_=Interval())
+        holder_alive = exists().where(
+            HOLDERS.c.id == THREADS.c.answer_lease_holder, HOLDERS.c.beat_at >= silent_since
+        )
         self.claim: Update = (
             update(THREADS)
             .where(
@@ -136,14 +170,29 @@ class TurnStatements:
                 or_(
                     THREADS.c.answer_lease_until.is_(None),
                     THREADS.c.answer_lease_until < bindparam("l_now", type_=_UTC),
+                    # Its holder stopped beating. Never our own (we are alive, whatever
+                    # our last beat says); a lease with no holder (taken before holders
+                    # existed) or a store with none only ever frees by running out: the
+                    # comparison with NULL is not true.
+                    and_(
+                        THREADS.c.answer_lease_holder != bindparam("l_holder"),
+                        ~holder_alive,
+                    ),
                 ),
             )
             .values(
                 answer_lease_token=bindparam("l_token"),
                 answer_lease_until=bindparam("l_until", type_=_UTC),
+                answer_lease_holder=bindparam("l_holder"),
             )
             .returning(THREADS.c.data)
         )
+        beat = insert_for(dialect, HOLDERS).values(id=bindparam("h_id"), beat_at=beat_now)
+        self.beat: Insert = beat.on_conflict_do_update(
+            index_elements=[HOLDERS.c.id], set_={"beat_at": beat.excluded.beat_at}
+        )
+        self.forget_holder: Delete = delete(HOLDERS).where(HOLDERS.c.id == bindparam("h_id"))
+        self.forget_silent_holders: Delete = delete(HOLDERS).where(HOLDERS.c.beat_at < silent_since)
         self.exists: Select[Any] = select(THREADS.c.id).where(_THREAD_OWNED)
         self.create_thread: Insert = THREADS.insert().values(
             id=bindparam("o_thread"),
@@ -154,6 +203,7 @@ class TurnStatements:
             data=bindparam("t_data"),
             answer_lease_token=bindparam("l_token"),
             answer_lease_until=bindparam("l_until", type_=_UTC),
+            answer_lease_holder=bindparam("l_holder"),
         )
         # The thread's own index serves this on SQLite only if the owner columns stay out
         # of index choice (the unary `+`); see store/sql_store.py.
@@ -238,17 +288,13 @@ class TurnStatements:
                 data=func.coalesce(bindparam("t_data"), THREADS.c.data),
                 answer_lease_token=case((ours, None), else_=THREADS.c.answer_lease_token),
                 answer_lease_until=case((ours, None), else_=THREADS.c.answer_lease_until),
+                answer_lease_holder=case((ours, None), else_=THREADS.c.answer_lease_holder),
             )
-        )
-        self.renew: Update = (
-            update(THREADS)
-            .where(THREADS.c.id == bindparam("o_thread"), ours)
-            .values(answer_lease_until=bindparam("l_until", type_=_UTC))
         )
         self.release: Update = (
             update(THREADS)
             .where(THREADS.c.id == bindparam("o_thread"), ours)
-            .values(answer_lease_token=None, answer_lease_until=None)
+            .values(answer_lease_token=None, answer_lease_until=None, answer_lease_holder=None)
         )
 
 
@@ -257,6 +303,9 @@ class TurnStore:
 
     `gate`, when given, is held around each transaction (see chat/admission.py): turns
     then wait for a connection there, without the pool's timeout.
+
+    `holder`: this process's id in `holders`, named by the leases it takes; it must keep
+    beating (`beat`) for them to hold. Without one, leases free only by running out.
     """
 
     def __init__(
@@ -264,11 +313,25 @@ class TurnStore:
         engine: AsyncEngine,
         attachment_view: AttachmentView | None = None,
         gate: Gate | None = None,
+        holder: str | None = None,
+        holder_timeout: float = HOLDER_TIMEOUT_SECONDS,
     ) -> None:
         self.engine = engine
         self.attachment_view = attachment_view
         self.gate = gate or _no_gate
+        self.holder = holder
+        self.holder_timeout = timedelta(seconds=holder_timeout)
         self.sql = TurnStatements(engine.dialect.name)
+
+    def _lease_params(self, lease: Lease, now: datetime) -> dict[str, Any]:
+        return {
+            "l_now": now,
+            "l_token": lease.token,
+            "l_until": now + lease.ttl,
+            "l_holder": self.holder,
+            "h_silent_since": now - self.holder_timeout,
+            "h_timeout": self.holder_timeout,
+        }
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -290,8 +353,7 @@ class TurnStore:
             "o_thread": thread.id,
             "t_now": now,
             "t_data": thread.model_dump_json(exclude={"items"}),
-            "l_token": lease.token,
-            "l_until": now + lease.ttl,
+            **self._lease_params(lease, now),
         }
         async with self._transaction() as conn:
             await conn.execute(self.sql.create_thread, params)
@@ -321,9 +383,7 @@ class TurnStore:
             **_owner_params(context),
             "o_thread": thread_id,
             "t_now": now,
-            "l_now": now,
-            "l_token": lease.token,
-            "l_until": now + lease.ttl,
+            **self._lease_params(lease, now),
             "h_limit": history_limit,
         }
         async with self._transaction() as conn:
@@ -399,21 +459,39 @@ class TurnStore:
         async with self._transaction() as conn:
             await self._upsert(conn, params, items)
 
-    async def renew(self, thread_id: str, lease: Lease) -> bool:
-        """Push the lease's end out; False when it is no longer ours."""
-        params = {
-            "o_thread": thread_id,
-            "l_token": lease.token,
-            "l_until": datetime.now(UTC) + lease.ttl,
-        }
-        async with self._transaction() as conn:
-            result = await conn.execute(self.sql.renew, params)
-        return result.rowcount == 1
-
     async def release(self, thread_id: str, lease: Lease) -> None:
         """Free the thread if the lease is still ours (an expired one may have been taken)."""
         async with self._transaction() as conn:
             await conn.execute(self.sql.release, {"o_thread": thread_id, "l_token": lease.token})
+
+    # This process as a lease holder. Not through the gate: a beat must not wait behind
+    # streams, or a busy process would look dead.
+
+    def _holder_params(self) -> dict[str, Any]:
+        if self.holder is None:
+            raise RuntimeError("this TurnStore has no holder id")
+        now = datetime.now(UTC)
+        return {
+            "h_id": self.holder,
+            "h_now": now,
+            "h_silent_since": now - self.holder_timeout,
+            "h_timeout": self.holder_timeout,
+        }
+
+    async def beat(self) -> None:
+        """Say this process is alive, and so are the leases it holds."""
+        async with self.engine.begin() as conn:
+            await conn.execute(self.sql.beat, self._holder_params())
+
+    async def forget_silent_holders(self) -> None:
+        """Remove the rows of holders silent past the timeout: dead, their leases free."""
+        async with self.engine.begin() as conn:
+            await conn.execute(self.sql.forget_silent_holders, self._holder_params())
+
+    async def forget_holder(self) -> None:
+        """This process is stopping: its leases are free at once."""
+        async with self.engine.begin() as conn:
+            await conn.execute(self.sql.forget_holder, self._holder_params())
 
     async def _upsert(
         self, conn: AsyncConnection, params: dict[str, Any], items: Sequence[ThreadItem]
