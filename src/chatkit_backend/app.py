@@ -89,7 +89,11 @@ def build_services(settings: Settings, provider: Provider) -> Services:
         turns=turns,
         checker=RequestChecker(store, settings),
         files=files,
-        limiter=InProcessLimiter(settings.rate_limit_per_minute, settings.max_streams_per_user),
+        limiter=InProcessLimiter(
+            settings.rate_limit_per_minute,
+            settings.max_streams_per_user,
+            failed_auth_per_minute=settings.failed_auth_per_minute,
+        ),
         admission=admission,
         drain=Drain(settings.shutdown_grace_seconds),
         verifier=verifier,
@@ -120,7 +124,17 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
             await provider.aclose()
             await services.engine.dispose()
 
-    app = FastAPI(title="chatkit-backend", version=__version__, lifespan=lifespan)
+    # The docs pages load their scripts from a CDN, and the schema maps every route for
+    # whoever asks: off in production unless API_DOCS=true.
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="chatkit-backend",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.services = services
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -168,5 +182,3 @@ def _warn_about(settings: Settings) -> None:
             "AUTH_MODE=none: every request acts as user %r; do not expose this server",
             settings.local_user_id,
         )
-    if settings.metrics_enabled and settings.env == "production" and not settings.metrics_token:
-        logger.warning("/metrics is open to anyone who can reach the server: set METRICS_TOKEN")

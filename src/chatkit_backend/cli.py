@@ -48,7 +48,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             access_log=False,
             # Header size and count, slow heads and bodies, connections: ops/transport.py.
             http=http_protocol(TransportLimits.from_settings(settings)),
+            # X-Forwarded-For/-Proto only from TRUSTED_PROXIES: limits count by the
+            # client's address, which anyone else could write into the header.
             proxy_headers=True,
+            forwarded_allow_ips=settings.trusted_proxies,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds)
             + SHUTDOWN_MARGIN_SECONDS,
         )

@@ -77,7 +77,15 @@ class Settings(BaseSettings):
     jwt_tenant_claim: str = "tenant_id"
     jwt_default_tenant: str | None = None
     jwt_role_claim: str = "role"
+    # exp - iat; unset: no cap. Providers' lifetimes differ (Auth0's API tokens: 24 h).
+    jwt_max_lifetime_seconds: int | None = Field(default=None, ge=60, le=365 * 86400)
+    # Production refuses JWKS without JWT_AUDIENCE unless this says the provider has none.
+    jwt_audience_optional: bool = False
     cors_origins: str | None = None
+    # Failed and missing credentials per client address; past it 429 before any check.
+    failed_auth_per_minute: int = Field(default=30, ge=0, le=1_000_000)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's default).
+    trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1"]
     # Host names this server answers to; unset: loopback ones with AUTH_MODE=none, any with jwt.
     allowed_hosts: str | None = None
 
@@ -90,6 +98,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
+    # /docs, /redoc and /openapi.json; unset: on in development, off in production.
+    api_docs: bool | None = None
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=3600)
 
@@ -165,6 +175,29 @@ class Settings(BaseSettings):
             raise ValueError("LOGIN_URL looks like https://login.example.com/... or /login")
         return value
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list):
+            return value
+        proxies = []
+        for entry in (str(item).strip() for item in value):
+            if entry == "*":
+                proxies.append(entry)
+            elif entry:
+                try:
+                    network = ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        "TRUSTED_PROXIES entries look like 10.0.0.5, 10.0.0.0/8 or *"
+                    ) from None
+                # A single address as uvicorn compares it: as an address, not a /32.
+                single = network.num_addresses == 1 and "/" not in entry
+                proxies.append(str(network.network_address) if single else str(network))
+        return proxies
+
     @field_validator("llm_allowed_models", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
@@ -203,6 +236,11 @@ class Settings(BaseSettings):
     def allowed_models(self) -> frozenset[str]:
         """Models the composer may pick: the configured list plus the default model."""
         return frozenset([*self.llm_allowed_models, self.model_name])
+
+    @property
+    def docs_enabled(self) -> bool:
+        """Whether /docs, /redoc and /openapi.json are served: API_DOCS, else in development."""
+        return self.api_docs if self.api_docs is not None else self.env == "development"
 
     @property
     def is_sqlite(self) -> bool:
@@ -279,6 +317,9 @@ class Settings(BaseSettings):
         secret = key.get_secret_value() if key is not None else None
         if secret is not None and len(secret.encode()) < 32:
             raise ValueError("ATTACHMENT_SIGNING_KEY must be at least 32 bytes")
+        # One leaked key would then both forge tokens and sign links.
+        if self.jwt_secret is not None and secret == self.jwt_secret.get_secret_value():
+            raise ValueError("ATTACHMENT_SIGNING_KEY must differ from JWT_SECRET")
         if self.env != "production":
             return self
         # Workers and replicas must agree on it, so production cannot make one up.
@@ -286,4 +327,26 @@ class Settings(BaseSettings):
             raise ValueError("ENV=production needs ATTACHMENT_SIGNING_KEY (openssl rand -hex 32)")
         if len(set(secret)) < 10:
             raise ValueError("ATTACHMENT_SIGNING_KEY is too weak; use openssl rand -hex 32")
+        return self
+
+    @model_validator(mode="after")
+    def _check_production(self) -> "Settings":
+        # What production must not fall back to: open metrics, links that follow the
+        # caller's Host header, a sign-in page over plain http, any audience's tokens.
+        if self.env != "production":
+            return self
+        if self.metrics_enabled and self.metrics_token is None:
+            raise ValueError("ENV=production needs METRICS_TOKEN, or METRICS_ENABLED=false")
+        if self.public_url is None:
+            raise ValueError("ENV=production needs PUBLIC_URL, the URL browsers reach it at")
+        if self.login_url is not None and self.login_url.startswith("http://"):
+            raise ValueError("ENV=production needs an https:// (or relative) LOGIN_URL")
+        if self.jwt_jwks_url is not None and self.jwt_audience is None:
+            if not self.jwt_audience_optional:
+                raise ValueError(
+                    "ENV=production with JWT_JWKS_URL needs JWT_AUDIENCE "
+                    "(or JWT_AUDIENCE_OPTIONAL=true and JWT_ISSUER)"
+                )
+            if self.jwt_issuer is None:
+                raise ValueError("JWT_AUDIENCE_OPTIONAL=true needs JWT_ISSUER")
         return self

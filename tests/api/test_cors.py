@@ -9,7 +9,7 @@ import pytest
 
 from chatkit_backend.app import create_app
 from chatkit_backend.settings import Settings
-from tests.support.auth import SECRET, jwt_app, new_user
+from tests.support.auth import SECRET, jwt_app, new_user, production_overrides
 from tests.support.chat_client import assert_envelope
 from tests.support.sse import user_input
 
@@ -77,11 +77,7 @@ async def test_production_without_origins_allows_no_browser_origin(
     sqlite_database_url: str,
 ) -> None:
     async with http_for(
-        sqlite_database_url,
-        env="production",
-        auth_mode="jwt",
-        jwt_secret=SECRET,
-        attachment_signing_key=SECRET,
+        sqlite_database_url, auth_mode="jwt", jwt_secret=SECRET, **production_overrides()
     ) as http:
         for origin in ("http://localhost:5173", "https://app.example.com"):
             response = await preflight(http, origin)

@@ -137,6 +137,39 @@ async def test_issuer_and_audience_are_checked_when_set() -> None:
     assert (await verifier().verify(hs256(good))).owner.user_id == "mallory"
 
 
+async def test_a_lifetime_cap_refuses_long_lived_tokens_and_tokens_without_iat() -> None:
+    capped = verifier(max_lifetime_seconds=3600)
+    now = int(datetime.now(UTC).timestamp())
+    hour = hs256(claims(iat=now, exp=now + 3600))
+    assert (await capped.verify(hour)).owner.user_id == "mallory"
+    day = hs256(claims(iat=now, exp=now + 86400))
+    assert await rejected(day, capped) == "The token lives longer than this server accepts"
+    # Back-dating iat does not help: a token issued long ago is as long-lived.
+    old = hs256(claims(iat=now - 86400, exp=now + 60))
+    assert await rejected(old, capped) == "The token lives longer than this server accepts"
+    no_iat = claims(exp=now + 60)
+    del no_iat["iat"]
+    assert await rejected(hs256(no_iat), capped) == "The token has no iat claim"
+    # Without a cap, neither matters.
+    assert (await verifier().verify(day)).owner.user_id == "mallory"
+    assert (await verifier().verify(hs256(no_iat))).owner.user_id == "mallory"
+
+
+async def test_the_lifetime_cap_holds_over_http_and_for_minted_tokens(
+    sqlite_database_url: str,
+) -> None:
+    async with jwt_app(sqlite_database_url, jwt_max_lifetime_seconds=3600) as app:
+        now = int(datetime.now(UTC).timestamp())
+        day = hs256(claims(new_user(), iat=now, exp=now + 86400))
+        http = await app.raw({"Authorization": f"Bearer {day}"})
+        response = await http.post("/chatkit", json={"type": "threads.list", "params": {}})
+        assert_envelope(response, 401, "unauthorized")
+        client = await app.client(new_user())  # `token_for` mints one-hour tokens
+        await client.call("threads.list")
+        with pytest.raises(ValueError, match="JWT_MAX_LIFETIME_SECONDS"):
+            token_for(app.settings, "alice", ttl=timedelta(hours=2))
+
+
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
 async def test_alg_none_is_refused(alg: str) -> None:
     token = forge({"alg": alg, "typ": "JWT"}, claims(), None)

@@ -32,6 +32,23 @@ def jwt_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **options)
 
 
+# Distinct from SECRET: production refuses one key for both tokens and links.
+LINK_KEY = secrets.token_hex(32)
+METRICS_TOKEN = secrets.token_hex(16)
+PUBLIC_URL = "https://chat.example.com"
+
+
+def production_overrides(**overrides: Any) -> dict[str, Any]:
+    """Settings ENV=production starts with (HS256 tokens), changed by `overrides`."""
+    return {
+        "env": "production",
+        "attachment_signing_key": LINK_KEY,
+        "metrics_token": METRICS_TOKEN,
+        "public_url": PUBLIC_URL,
+        **overrides,
+    }
+
+
 def token_for(
     settings: Settings, user: str, tenant: str = "acme", role: str | None = None, **kw: Any
 ) -> str:

@@ -20,7 +20,7 @@ from chatkit.types import Attachment
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from chatkit_backend.api.deps import ContextDep, ServicesDep
+from chatkit_backend.api.deps import ContextDep, Services, ServicesDep, authentication_attempt
 from chatkit_backend.api.multipart import Event, file_upload, multipart_events
 from chatkit_backend.attachments import content as media_types
 from chatkit_backend.attachments.content import content_disposition
@@ -99,6 +99,14 @@ async def _linked(
     return await files.linked(kind, attachment_id, _expiry(exp), sig)
 
 
+async def _signed(
+    request: Request, services: Services, kind: LinkKind, attachment_id: str, exp: str, sig: str
+) -> AttachmentRecord:
+    # The signature is the credential: bad links count against the address as bad tokens do.
+    with authentication_attempt(request, services.limiter):
+        return await _linked(services.files, kind, attachment_id, exp, sig)
+
+
 @router.post("/{attachment_id}/upload", summary="Upload a file (two-phase)", responses=ERRORS)
 async def upload_pending(
     attachment_id: str,
@@ -108,7 +116,7 @@ async def upload_pending(
     sig: str = "",
 ) -> Response:
     # The signature names the owner; a bearer token, if any, is not needed.
-    record = await _linked(services.files, "upload", attachment_id, exp, sig)
+    record = await _signed(request, services, "upload", attachment_id, exp, sig)
     services.limiter.admit_request(record.owner)
     limit = (record.size_bytes or 0) + MULTIPART_OVERHEAD_BYTES
     async with aclosing(_multipart(request, limit)) as events:
@@ -144,9 +152,9 @@ async def _serve(
 
 @router.get("/{attachment_id}/content", summary="An attachment's bytes (signed link)")
 async def content(
-    attachment_id: str, services: ServicesDep, exp: str = "", sig: str = ""
+    attachment_id: str, request: Request, services: ServicesDep, exp: str = "", sig: str = ""
 ) -> Response:
-    record = await _linked(services.files, "content", attachment_id, exp, sig)
+    record = await _signed(request, services, "content", attachment_id, exp, sig)
     # Images show in the page; anything else is downloaded, never rendered.
     inline = media_types.is_image(record.attachment.mime_type)
     return await _serve(services.files, record, int(exp), inline)
@@ -161,9 +169,9 @@ async def content(
     },
 )
 async def preview(
-    attachment_id: str, services: ServicesDep, exp: str = "", sig: str = ""
+    attachment_id: str, request: Request, services: ServicesDep, exp: str = "", sig: str = ""
 ) -> Response:
-    record = await _linked(services.files, "preview", attachment_id, exp, sig)
+    record = await _signed(request, services, "preview", attachment_id, exp, sig)
     if not media_types.is_image(record.attachment.mime_type):
         raise NotFound("This attachment has no preview")
     data = await services.files.preview(record)

@@ -4,6 +4,8 @@ All `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thr
 hop per dependency on every request for what is an attribute lookup.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Annotated
 
@@ -15,10 +17,10 @@ from chatkit_backend.auth.tokens import TokenVerifier
 from chatkit_backend.chat.admission import Admission
 from chatkit_backend.chat.checks import RequestChecker
 from chatkit_backend.chat.json_requests import JsonRequests
-from chatkit_backend.chat.limits import Limiter
+from chatkit_backend.chat.limits import Limiter, address_key
 from chatkit_backend.chat.turn import Turns
 from chatkit_backend.context import Owner, RequestContext
-from chatkit_backend.errors import Unauthorized
+from chatkit_backend.errors import RequestError, Unauthorized
 from chatkit_backend.ops.shutdown import Drain
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.sql_store import SQLStore
@@ -52,21 +54,55 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+def client_address(request: Request) -> str:
+    """The caller's address as limits count it. Behind a proxy in TRUSTED_PROXIES, uvicorn
+    has put the client it forwarded for (X-Forwarded-For) in place of the proxy."""
+    return address_key(request.client.host if request.client else None)
+
+
+@contextmanager
+def authentication_attempt(request: Request, limiter: Limiter) -> Iterator[None]:
+    """A credential (token, signed link) checked in the block, counted against the
+    caller's address when the block refuses it (a 4xx); past the address's limit of
+    failures, 429 before the block runs. A check that could not run (a 5xx: the identity
+    provider or the database away) is not the caller's failure."""
+    address = client_address(request)
+    limiter.admit_unverified(address)
+    try:
+        yield
+    except RequestError as exc:
+        if exc.status >= 500:
+            limiter.release_unverified(address)
+        raise
+    except BaseException:
+        limiter.release_unverified(address)
+        raise
+    limiter.release_unverified(address)
+
+
 async def get_context(request: Request, services: ServicesDep) -> RequestContext:
     """The caller: whoever the bearer token names, or with AUTH_MODE=none the local user."""
-    # Links to attachments are absolute: without PUBLIC_URL they use the URL called.
-    base_url = str(request.base_url)
+    settings = services.settings
+    # Links to attachments are absolute. Under PUBLIC_URL, never the Host the caller sent:
+    # a forged Host would hand out links to someone else's server.
+    base_url = f"{settings.public_url}/" if settings.public_url else str(request.base_url)
     if services.verifier is None:
-        settings = services.settings
         owner = Owner(tenant_id=settings.local_tenant_id, user_id=settings.local_user_id)
         return RequestContext(owner, role=LOCAL_USER_ROLE, base_url=base_url)
+    # Missing and bad tokens count against the address; a token that verifies costs nothing.
+    with authentication_attempt(request, services.limiter):
+        context = await _bearer(request, services.verifier)
+    return replace(context, base_url=base_url)
+
+
+async def _bearer(request: Request, verifier: TokenVerifier) -> RequestContext:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if not scheme:
         raise Unauthorized("This server needs a bearer token", token_given=False)
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("The Authorization header must be: Bearer <token>")
-    return replace(await services.verifier.verify(token), base_url=base_url)
+    return await verifier.verify(token)
 
 
 ContextDep = Annotated[RequestContext, Depends(get_context)]

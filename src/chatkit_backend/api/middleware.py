@@ -87,12 +87,22 @@ EXPOSED_HEADERS = ["Retry-After", "WWW-Authenticate"]
 PREFLIGHT_MAX_AGE_SECONDS = 600
 
 
+# A year. No includeSubDomains: other hosts of the domain may still serve plain http.
+HSTS = "max-age=31536000"
+
+
 class SecurityHeaders:
     """Headers on every response. Plain ASGI: a `BaseHTTPMiddleware` would buffer
-    streams and hide client disconnects from the event-stream response."""
+    streams and hide client disconnects from the event-stream response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    `Strict-Transport-Security` goes on responses to https requests, and on all of them
+    when `https` says browsers reach us over https anyway (a proxy ending TLS in front
+    makes the request itself look like http). Browsers ignore it over plain http.
+    """
+
+    def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
         self.app = app
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,6 +115,8 @@ class SecurityHeaders:
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 # Conversations are private: no shared cache may keep a copy.
                 headers.setdefault("Cache-Control", "no-store")
+                if self.https or scope.get("scheme") == "https":
+                    headers.setdefault("Strict-Transport-Security", HSTS)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -239,6 +251,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         origins=Origins(origins or [], regex, settings.public_url),
     )
     # Outside CORS, so the preflight answers CORS makes get the headers too.
-    app.add_middleware(SecurityHeaders)
+    public_https = (settings.public_url or "").startswith("https://")
+    app.add_middleware(SecurityHeaders, https=settings.env == "production" and public_https)
     # Outermost: ids and timings cover everything.
     app.add_middleware(RequestTracking)

@@ -5,10 +5,11 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from chatkit_backend.api.deps import ServicesDep
+from chatkit_backend.api.deps import ServicesDep, authentication_attempt
 from chatkit_backend.api.errors import error_response
 from chatkit_backend.errors import Unauthorized
 from chatkit_backend.ops.metrics import render
@@ -42,12 +43,16 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 async def metrics(request: Request, services: ServicesDep) -> Response:
     token = services.settings.metrics_token
     if token is not None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        expected = token.get_secret_value().encode()
-        # Constant-time, so the token cannot be guessed a byte at a time.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise Unauthorized(
-                "Metrics need the METRICS_TOKEN bearer token", token_given=bool(scheme)
-            )
+        # Wrong tokens count against the address, as the API's do.
+        with authentication_attempt(request, services.limiter):
+            _check_metrics_token(request, token)
     body, content_type = render()
     return Response(content=body, media_type=content_type)
+
+
+def _check_metrics_token(request: Request, token: SecretStr) -> None:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    # Constant-time, so the token cannot be guessed a byte at a time.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized("Metrics need the METRICS_TOKEN bearer token", token_given=bool(scheme))

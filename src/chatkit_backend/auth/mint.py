@@ -31,6 +31,9 @@ def mint_token(
     """A token this server accepts, signed with JWT_SECRET, with its issuer and audience."""
     if settings.jwt_secret is None:
         raise ValueError("minting needs JWT_SECRET")
+    cap = settings.jwt_max_lifetime_seconds
+    if cap is not None and ttl.total_seconds() > cap:
+        raise ValueError(f"the lifetime is over JWT_MAX_LIFETIME_SECONDS ({cap} s)")
     issued = now or datetime.now(UTC)
     claims: dict[str, object] = {
         "sub": user,

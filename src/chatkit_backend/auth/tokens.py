@@ -108,6 +108,8 @@ class TokenRules:
     issuer: str | None = None
     audience: str | None = None
     leeway_seconds: int = 30
+    # The longest exp - iat accepted; None: any. Set, a token must carry iat.
+    max_lifetime_seconds: int | None = None
     claims: ClaimNames = field(default_factory=ClaimNames)
 
 
@@ -139,7 +141,7 @@ class TokenVerifier:
                 audience=rules.audience,
                 leeway=rules.leeway_seconds,
                 options={
-                    "require": ["exp", "sub"],
+                    "require": ["exp", "sub", *(["iat"] if rules.max_lifetime_seconds else [])],
                     # Checked when configured: with none, any audience is accepted.
                     "verify_aud": rules.audience is not None,
                     "enforce_minimum_key_length": True,
@@ -157,6 +159,10 @@ class TokenVerifier:
             raise _rejected(f"The token has no {exc.claim} claim", f"no {exc.claim}") from None
         except PyJWTError as exc:
             raise _rejected("The token is not valid", type(exc).__name__) from None
+        # A stolen token that never expires stays stolen; PyJWT has checked both are numbers.
+        cap = rules.max_lifetime_seconds
+        if cap is not None and int(claims["exp"]) - int(claims["iat"]) > cap:
+            raise _rejected("The token lives longer than this server accepts", "lifetime")
         return context_from_claims(claims, rules.claims)
 
     async def _key(self, algorithm: object, kid: object) -> bytes | PyJWK:
@@ -189,6 +195,7 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
         claims=ClaimNames(
             tenant=settings.jwt_tenant_claim,
             role=settings.jwt_role_claim,

@@ -1,15 +1,17 @@
-"""Per-user abuse limits: requests per minute and concurrent streams.
+"""Abuse limits: requests per minute and concurrent streams per user, and failed
+authentication per client address.
 
 The counts live in this process. With several workers or replicas each counts on its
 own, so a user can reach the limits once per process; a shared limiter can replace
 this one behind the `Limiter` protocol.
 """
 
+import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from chatkit_backend.context import Owner
 from chatkit_backend.errors import TooManyRequests
@@ -18,6 +20,13 @@ from chatkit_backend.errors import TooManyRequests
 STREAM_RETRY_AFTER_SECONDS = 2
 # How often idle buckets are dropped, so the table does not grow with every user seen.
 _PRUNE_EVERY_SECONDS = 60.0
+# One IPv6 subscriber usually holds a whole /64: counted per address, each of its 2^64
+# addresses would get a bucket of its own.
+_IPV6_PREFIX = 64
+# The key of a request whose peer address is unknown (no `client` in the ASGI scope).
+UNKNOWN_ADDRESS = "unknown"
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 class StreamLease:
@@ -41,6 +50,15 @@ class Limiter(Protocol):
     def open_stream(self, owner: Owner) -> StreamLease:
         """Take a stream slot; raise `TooManyRequests` when all are in use."""
 
+    def admit_unverified(self, address: str) -> None:
+        """Count one request from `address` whose credentials are not checked yet, as a
+        failure until `release_unverified`; raise `TooManyRequests` when the address has
+        failed too often, before anything is checked."""
+
+    def release_unverified(self, address: str) -> None:
+        """The request `admit_unverified` counted did not fail authentication (its
+        credentials held, or they could not be checked): uncount it."""
+
 
 @dataclass(slots=True)
 class _Bucket:
@@ -48,23 +66,23 @@ class _Bucket:
     updated: float
 
 
-class RateLimiter:
-    """A token bucket per user: `per_minute` requests at once, refilled evenly."""
+class RateLimiter(Generic[Key]):
+    """A token bucket per key (a user, an address): `per_minute` at once, refilled evenly."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.clock = clock
-        self._buckets: dict[Owner, _Bucket] = {}
+        self._buckets: dict[Key, _Bucket] = {}
         self._pruned_at = clock()
 
-    def take(self, owner: Owner) -> float:
+    def take(self, key: Key) -> float:
         """Take one token; return 0 when granted, else the seconds until one is free."""
         now = self.clock()
         self._prune(now)
-        bucket = self._buckets.get(owner)
+        bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[owner] = _Bucket(self.capacity, now)
+            bucket = self._buckets[key] = _Bucket(self.capacity, now)
         else:
             bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
@@ -72,6 +90,12 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
+
+    def give_back(self, key: Key) -> None:
+        """Return a token `take` granted (never above capacity)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(self.capacity, bucket.tokens + 1.0)
 
     def _prune(self, now: float) -> None:
         if now - self._pruned_at < _PRUNE_EVERY_SECONDS:
@@ -114,17 +138,64 @@ class StreamSlots:
         return self._open.get(owner, 0)
 
 
+def address_key(host: str | None) -> str:
+    """What failed authentication is counted by: the client's IPv4 address, or its IPv6
+    /64 network; a host that is no address (a Unix socket's) as it is."""
+    if not host:
+        return UNKNOWN_ADDRESS
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{_IPV6_PREFIX}", strict=False))
+    return str(address)
+
+
+class FailedAuthLimiter:
+    """At most `per_minute` failed authentications per client address (a token bucket).
+
+    Every unverified request takes a token before its credentials are checked, and one
+    that does not fail gives it back (`release`): only failures use up the bucket, and requests
+    checked at the same moment cannot all slip past a limit already reached. With
+    `per_minute` 0 nothing is counted.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate: RateLimiter[str] | None = RateLimiter(per_minute, clock) if per_minute else None
+
+    def admit(self, address: str) -> None:
+        if self.rate is None:
+            return
+        wait = self.rate.take(address)
+        if wait > 0:
+            raise TooManyRequests(
+                "Too many failed sign-ins from your address; try again shortly",
+                retry_after_seconds=math.ceil(wait),
+            )
+
+    def release(self, address: str) -> None:
+        if self.rate is not None:
+            self.rate.give_back(address)
+
+
 class InProcessLimiter:
-    """The `Limiter` for one process: a rate limiter and stream slots, keyed by user."""
+    """The `Limiter` for one process: a rate limiter and stream slots, keyed by user, and
+    failed authentication, keyed by address."""
 
     def __init__(
         self,
         requests_per_minute: int,
         streams_per_user: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        failed_auth_per_minute: int = 0,
     ) -> None:
-        self.rate = RateLimiter(requests_per_minute, clock)
+        self.rate: RateLimiter[Owner] = RateLimiter(requests_per_minute, clock)
         self.streams = StreamSlots(streams_per_user)
+        self.failed_auth = FailedAuthLimiter(failed_auth_per_minute, clock)
 
     def admit_request(self, owner: Owner) -> None:
         wait = self.rate.take(owner)
@@ -146,3 +217,9 @@ class InProcessLimiter:
     def open_streams(self, owner: Owner) -> int:
         """How many streams the caller has open (for tests and diagnostics)."""
         return self.streams.open_count(owner)
+
+    def admit_unverified(self, address: str) -> None:
+        self.failed_auth.admit(address)
+
+    def release_unverified(self, address: str) -> None:
+        self.failed_auth.release(address)
