@@ -1,10 +1,9 @@
 """`POST /chatkit`: the one endpoint the ChatKit frontend talks to."""
 
-from chatkit.types import is_streaming_req
 from fastapi import APIRouter, Request, Response
 
 from chatkit_backend.api.deps import ContextDep, ServicesDep
-from chatkit_backend.api.requests import parse_request, read_body
+from chatkit_backend.api.requests import is_streaming, parse_request, read_body
 from chatkit_backend.api.streaming import start_stream
 from chatkit_backend.auth.roles import authorize
 from chatkit_backend.errors import UnsupportedMediaType
@@ -61,7 +60,7 @@ async def chatkit_endpoint(
         info.thread_id = thread_id if isinstance(thread_id, str) else None
     authorize(chatkit_request.type, context.role)
     await services.checker.check(chatkit_request, context)
-    if is_streaming_req(chatkit_request):
+    if is_streaming(chatkit_request):
         # Then 503 while shutting down, 429 for stream slots, 409 for a busy thread.
         return await start_stream(services, chatkit_request, context)
     body = await services.requests.handle(chatkit_request, context)

@@ -4,11 +4,13 @@ of the original design notes are accepted alongside the SDK's own."""
 import json
 from typing import Any, get_args
 
-from chatkit.types import ChatKitReq
+from chatkit.types import ChatKitReq, StreamingReq, is_streaming_req
 from fastapi import Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
+from typing_extensions import TypeIs
 
+from chatkit_backend.chat.json_requests import ThreadsCreateEmptyReq
 from chatkit_backend.errors import InvalidRequest, PayloadTooLarge, UnknownType
 
 # Built once: the SDK's `process()` builds this adapter for every request.
@@ -21,6 +23,8 @@ def _request_types() -> frozenset[str]:
 
 
 REQUEST_TYPES = _request_types()
+# What `parse_request` gives: the SDK's requests, and one of the design notes' shapes.
+ParsedRequest = ChatKitReq | ThreadsCreateEmptyReq
 _MAX_REPORTED_ERRORS = 3
 
 
@@ -41,8 +45,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def parse_request(body: bytes) -> ChatKitReq:
-    """Decode, normalise the seed shapes, and validate against the SDK's request union."""
+def read_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object every string of which can be stored, or a 400."""
     try:
         data: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -51,19 +55,44 @@ def parse_request(body: bytes) -> ChatKitReq:
         raise InvalidRequest("The request body must be a JSON object")
     if not _storable(data):
         raise InvalidRequest("The request contains a NUL character or an unpaired surrogate")
+    return data
+
+
+def parse_request(body: bytes) -> ParsedRequest:
+    """Decode, normalise the seed shapes, and validate against the SDK's request union."""
+    data = read_json_object(body)
+    asked = data.get("type")
     data = normalise(data)
     kind = data.get("type")
     if not isinstance(kind, str) or kind not in REQUEST_TYPES:
-        raise UnknownType(
-            f"Unknown request type {str(kind)[:80]!r}; expected one of: "
-            + ", ".join(sorted(REQUEST_TYPES))
-        )
+        expected = "expected one of: " + ", ".join(sorted(REQUEST_TYPES))
+        if kind is None:
+            raise UnknownType(f"The request has no type; {expected}")
+        if not isinstance(kind, str):
+            raise UnknownType(f"The request's type must be a string; {expected}")
+        raise UnknownType(f"Unknown request type {kind[:80]!r}; {expected}")
+    params = data.get("params", {})
+    if asked == "threads.create" and isinstance(params, dict) and "input" not in params:
+        return _new_thread(data)
     try:
         return REQUEST_ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise InvalidRequest(f"Invalid {kind} request: {_summary(exc)}") from None
     except RecursionError:
         raise InvalidRequest("The request is nested too deeply") from None
+
+
+def _new_thread(data: dict[str, Any]) -> ThreadsCreateEmptyReq:
+    """`threads.create` without `input`: a new, empty thread (the design notes' shape)."""
+    try:
+        return ThreadsCreateEmptyReq.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid threads.create request: {_summary(exc, 0)}") from None
+
+
+def is_streaming(request: ParsedRequest) -> TypeIs[StreamingReq]:
+    """Whether the request is answered with a stream; a new, empty thread is JSON."""
+    return not isinstance(request, ThreadsCreateEmptyReq) and is_streaming_req(request)
 
 
 def _storable(data: Any) -> bool:
@@ -96,11 +125,12 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _summary(exc: ValidationError) -> str:
+def _summary(exc: ValidationError, tags: int = 1) -> str:
+    """`tags`: how many leading parts of a location name the union's member, not a field."""
     # Locations and messages only: the offending values could be huge or private.
     parts = []
     for error in exc.errors(include_input=False, include_url=False)[:_MAX_REPORTED_ERRORS]:
-        location = ".".join(str(part) for part in error["loc"][1:]) or "body"
+        location = ".".join(str(part) for part in error["loc"][tags:]) or "body"
         parts.append(f"{location}: {error['msg']}")
     more = exc.error_count() - _MAX_REPORTED_ERRORS
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

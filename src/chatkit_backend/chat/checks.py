@@ -28,6 +28,7 @@ from chatkit.types import (
     UserMessageItem,
 )
 
+from chatkit_backend.chat.json_requests import ThreadsCreateEmptyReq
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import InvalidRequest, NotFound, NotSupported
 from chatkit_backend.settings import Settings
@@ -47,9 +48,13 @@ class RequestChecker:
         self.store = store
         self.settings = settings
 
-    async def check(self, request: ChatKitReq, context: RequestContext) -> None:
+    async def check(
+        self, request: ChatKitReq | ThreadsCreateEmptyReq, context: RequestContext
+    ) -> None:
         """Raise a `RequestError` for a request that cannot succeed; clamp page sizes."""
         match request:
+            case ThreadsCreateEmptyReq():
+                pass  # a new thread, nothing in it yet
             case ThreadsCreateReq():
                 await self._input(request.params.input, context, None)
             case ThreadsAddUserMessageReq():

@@ -4,12 +4,14 @@ On the SDK's public types, serialised as the SDK serialises them; hidden context
 (notes for the model) never leave the server.
 """
 
-from typing import assert_never
+from datetime import datetime
+from typing import Literal, assert_never
 
 from chatkit.store import NotFoundError
 from chatkit.types import (
     AttachmentsCreateReq,
     AttachmentsDeleteReq,
+    BaseReq,
     HiddenContextItem,
     InputTranscribeReq,
     ItemsFeedbackReq,
@@ -26,16 +28,30 @@ from chatkit.types import (
     ThreadsSyncCustomActionReq,
     ThreadsUpdateReq,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from chatkit_backend.attachments.service import AttachmentService
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import NotFound, NotSupported
-from chatkit_backend.store.sql_store import SQLStore
+from chatkit_backend.store.sql_store import SQLStore, new_id
 
 # The SDK's page size when a request names none.
 DEFAULT_PAGE_SIZE = 20
 EMPTY = b"{}"
+
+
+class NewThreadParams(BaseModel):
+    """Nothing: a misspelt `input` is refused, not taken for a thread without a message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThreadsCreateEmptyReq(BaseReq):
+    """`threads.create` without `input` (a shape of the original design notes): a new,
+    empty thread, answered as JSON. With `input` it is the SDK's streamed request."""
+
+    type: Literal["threads.create"] = "threads.create"
+    params: NewThreadParams = Field(default_factory=NewThreadParams)
 
 
 def serialise(value: BaseModel) -> bytes:
@@ -73,9 +89,16 @@ class JsonRequests:
         self.store = store
         self.files = files
 
-    async def handle(self, request: NonStreamingReq, context: RequestContext) -> bytes:
+    async def handle(
+        self, request: NonStreamingReq | ThreadsCreateEmptyReq, context: RequestContext
+    ) -> bytes:
         store = self.store
         match request:
+            case ThreadsCreateEmptyReq():
+                # Naive, as the SDK stamps threads (and as a streamed threads.create does).
+                thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now())  # noqa: DTZ005
+                await store.save_thread(thread, context)
+                return serialise(thread_response(thread))
             case ThreadsGetByIdReq():
                 thread_id = request.params.thread_id
                 try:
