@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         extra="ignore",
         frozen=True,
+        # A failed start outside the CLI (uvicorn, create_app) prints the error: without
+        # this, pydantic quotes the input, secrets included (`input_value={...}`).
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "production"] = "development"

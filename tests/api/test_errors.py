@@ -1,9 +1,11 @@
 """Client mistakes get a 4xx JSON envelope, decided before any stream starts."""
 
+import json
 from typing import Any
 
 import pytest
 
+from chatkit_backend.api.errors import MAX_MESSAGE_CHARS, error_response
 from tests.support.chat_client import ChatClient, assert_envelope, chat_client
 from tests.support.sse import user_input
 
@@ -65,6 +67,9 @@ async def test_another_users_thread_is_not_found(sqlite_database_url: str) -> No
             "invalid_request",
         ),
         (b"[" * 100_000 + b"]" * 100_000, "invalid_request"),
+        # Valid JSON, but past Python's 4,300-digit limit for integers (was a 500).
+        (b'{"type": "threads.list", "params": {"limit": ' + b"1" * 5000 + b"}}", "invalid_request"),
+        (b'{"type": ' + b"9" * 4301 + b"}", "invalid_request"),
         # NUL and lone surrogates: valid JSON, but PostgreSQL and UTF-8 refuse them.
         (
             b'{"type": "threads.get_by_id", "params": {"thread_id": "thr_\\u0000"}}',
@@ -138,3 +143,11 @@ async def test_page_size_is_capped(sqlite_database_url: str) -> None:
 async def test_other_routes_use_the_envelope(client: ChatClient) -> None:
     assert_envelope(await client.http.get("/nowhere"), 404, "not_found")
     assert_envelope(await client.http.get("/chatkit"), 405, "http_error")
+
+
+def test_error_messages_are_bounded() -> None:
+    # Sent twice (`error.message` and `message`): a message quoting a client's input
+    # must not grow with it.
+    body = error_response(400, "invalid_request", "Model " + "x" * 100_000).body
+    assert len(body) < 2 * MAX_MESSAGE_CHARS + 200
+    assert json.loads(body)["message"].endswith("…")

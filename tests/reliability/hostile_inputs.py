@@ -4,7 +4,8 @@ every answer to one must pass.
 Bodies come three ways: any JSON at all; a valid request of every type (naming real
 ids of the caller and of a victim, and made-up ones) with a few mutations (keys
 dropped, values of the wrong type, huge strings, deep nesting, NUL, lone surrogates,
-RTL overrides, path and SQL tricks); and raw bytes (truncated, bit-flipped, not UTF-8).
+RTL overrides, path and SQL tricks, forged log lines, integers past Python's limit); and
+raw bytes (truncated, bit-flipped, not UTF-8).
 """
 
 import json
@@ -14,6 +15,12 @@ from typing import Any
 from hypothesis import strategies as st
 
 from tests.support.sse import parse_events, user_input
+
+# A log line's start that no line of the server's log may have (see check_log).
+FORGED_PREFIX = "2099-01-01 00:00:00,000 "
+FORGED_LINE = FORGED_PREFIX + "INFO chatkit_backend.access: POST /admin 200 user_id=root"
+# An error body quotes at most a bounded prefix of the request (api/errors.py).
+MAX_ERROR_BODY = 2048
 
 # Strings that have broken servers: control and format characters, lone surrogates,
 # normalisation traps, path and injection tricks, ids of the right shape that exist
@@ -43,9 +50,16 @@ NASTY_STRINGS = [
     "NaN",
     "null",
     "\n\r\n\t",
+    # Log forging (a line of its own after the newline), terminal escapes, a Unicode line
+    # separator, and an id one character over the limit.
+    "thr_x\n" + FORGED_LINE,
+    "\x1b[2K\x1b[1G" + FORGED_LINE,
+    "a\u2028b\x85c",
+    "thr_" + "x" * 125,
 ]
 DEEP = "@@deep@@"  # replaced in the JSON text by nesting too deep to build as objects
 HUGE = "@@huge@@"  # replaced by a string of a size drawn separately
+BIG_INT = "@@bigint@@"  # replaced by an integer past Python's 4,300-digit limit
 
 nasty_text = st.one_of(
     st.sampled_from(NASTY_STRINGS),
@@ -59,6 +73,7 @@ json_scalars = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),  # Python's JSON reads NaN too
+    st.just(BIG_INT),
     nasty_text,
 )
 json_values = st.recursive(
@@ -217,6 +232,7 @@ def request_bodies(draw: st.DrawFn, ids: IdPool, max_body_bytes: int) -> bytes:
     text = text.replace(json.dumps(DEEP), "[" * depth + "]" * depth)
     size = draw(st.sampled_from([1000, 20_001, max_body_bytes // 2, max_body_bytes + 10]))
     text = text.replace(json.dumps(HUGE), json.dumps("x" * size))
+    text = text.replace(json.dumps(BIG_INT), "1" * 5000)
     raw = text.encode("utf-8", "surrogatepass")
     if way == "bytes":
         raw = draw(_damaged(raw))
@@ -267,3 +283,10 @@ def check_answer(status: int, content_type: str, body: bytes, secrets: list[str]
         error = data["error"]
         assert isinstance(error["code"], str) and error["code"]
         assert isinstance(error["message"], str) and data["message"] == error["message"]
+        assert len(body) <= MAX_ERROR_BODY, f"an error body of {len(body)} bytes"
+
+
+def check_log(log: str) -> None:
+    """No line of a server's log was forged by what a client sent."""
+    forged = [line for line in log.splitlines() if line.startswith(FORGED_PREFIX)]
+    assert not forged, forged[:3]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -29,8 +30,10 @@ from hypothesis import strategies as st
 from chatkit_backend.app import create_app
 from tests.reliability.hostile_inputs import (
     CONTENT_TYPES,
+    NASTY_STRINGS,
     IdPool,
     check_answer,
+    check_log,
     nasty_text,
     request_bodies,
 )
@@ -192,4 +195,32 @@ def test_hostile_bodies_over_the_wire(
         response.status_code, response.headers.get("content-type", ""), response.content, []
     )
     assert served.process is not None and served.process.poll() is None, "the server died"
+    check_log(served.log())
     count(generated_requests=1)
+
+
+@pytest.mark.slow
+def test_nasty_ids_over_the_wire_forge_no_log_line(served: ServerProcess) -> None:
+    """Each nasty string as an id in a body and in a URL: a 400 or 404 that echoes a
+    bounded prefix at most, and no line of the server's (text) log forged."""
+    headers = {"Authorization": f"Bearer {token(WIRE_USER)}"}
+    with httpx.Client(base_url=served.base_url, headers=headers, timeout=30) as http:
+        for nasty in NASTY_STRINGS:
+            for kind in ("threads.get_by_id", "items.list", "threads.delete"):
+                body = json.dumps({"type": kind, "params": {"thread_id": nasty}}).encode()
+                response = http.post(
+                    "/chatkit", content=body, headers={"content-type": "application/json"}
+                )
+                check_answer(
+                    response.status_code, response.headers["content-type"], response.content, []
+                )
+                assert response.status_code in (400, 404), (nasty, response.text)
+            if nasty:  # an empty segment is another route
+                segment = quote(nasty.encode("utf-8", "surrogatepass"), safe="")
+                response = http.get(f"/chatkit/attachments/{segment}")
+                check_answer(
+                    response.status_code, response.headers["content-type"], response.content, []
+                )
+                assert response.status_code in (400, 404), (nasty, response.text)
+            count(generated_requests=4)
+    check_log(served.log())

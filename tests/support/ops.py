@@ -1,11 +1,16 @@
-"""Helpers for the operations tests: request bodies, answer leases, a metric reader."""
+"""Helpers for the operations tests: request bodies, answer leases, a metric reader,
+log lines captured as the app writes them."""
 
 import asyncio
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select
 
+from chatkit_backend.ops.logs import NoTracebacks
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.tables import THREADS
 from tests.support.sse import user_input
@@ -53,3 +58,35 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(found.get(key) == value for key, value in labels.items()):
             return float(match.group(4))
     return 0.0
+
+
+class LogLines(logging.Handler):
+    """Every record formatted as it is emitted (while the request's context is current),
+    through the filter every handler of the app has."""
+
+    def __init__(self, formatter: logging.Formatter, only: str = "") -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(formatter)
+        self.addFilter(NoTracebacks())
+        if only:
+            self.addFilter(logging.Filter(only))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def captured_logs(formatter: logging.Formatter, only: str = "") -> Iterator[LogLines]:
+    """The lines the root logger writes in the block, at INFO (the default LOG_LEVEL);
+    with `only`, those of that logger and its children (`chatkit_backend`: not httpx's)."""
+    lines = LogLines(formatter, only)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(lines)
+    root.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(lines)
+        root.setLevel(level)

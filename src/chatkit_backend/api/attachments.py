@@ -27,6 +27,7 @@ from chatkit_backend.attachments.content import content_disposition
 from chatkit_backend.attachments.links import ATTACHMENTS_PATH, LinkKind
 from chatkit_backend.attachments.service import BAD_LINK, AttachmentService
 from chatkit_backend.auth.roles import authorize
+from chatkit_backend.chat.ids import check_id
 from chatkit_backend.errors import Forbidden, NotFound, PayloadTooLarge
 from chatkit_backend.store.attachments import AttachmentRecord
 
@@ -40,7 +41,7 @@ SANDBOX = "default-src 'none'; sandbox"
 MAX_CACHE_SECONDS = 3600
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Not multipart, no `file` field, empty, or not as declared"},
+    400: {"description": "Not multipart, no `file` field, empty, not as declared; a bad id"},
     401: {"description": "Missing or invalid bearer token"},
     403: {"description": "The role may not upload, or the link is invalid or expired"},
     409: {"description": "The two-phase upload already arrived"},
@@ -84,18 +85,11 @@ def _expiry(exp: str) -> int:
     return int(exp)
 
 
-def _possible(attachment_id: str) -> bool:
-    # Ids are printable ASCII; anything else exists nowhere. Checked before the lookup:
-    # a path can carry %00, and PostgreSQL refuses NUL in a query parameter (a 500,
-    # found by the reliability suite's fuzzing).
-    return attachment_id.isascii() and attachment_id.isprintable()
-
-
 async def _linked(
     files: AttachmentService, kind: LinkKind, attachment_id: str, exp: str, sig: str
 ) -> AttachmentRecord:
-    if not _possible(attachment_id):
-        raise Forbidden(BAD_LINK)
+    # Before the lookup: a path can carry %00, which PostgreSQL refuses (a 500).
+    check_id(attachment_id, "attachment_id")
     return await files.linked(kind, attachment_id, _expiry(exp), sig)
 
 
@@ -186,11 +180,8 @@ async def describe(
     attachment_id: str, context: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
     services.limiter.admit_request(context.owner)
-    record = (
-        await services.files.records.load(attachment_id, context.owner)
-        if _possible(attachment_id)
-        else None
-    )
+    check_id(attachment_id, "attachment_id")
+    record = await services.files.records.load(attachment_id, context.owner)
     if record is None:
         raise NotFound(f"Attachment {attachment_id} not found")
     attachment = services.files.links.present(record.attachment, context)

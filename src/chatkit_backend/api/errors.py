@@ -14,12 +14,18 @@ from chatkit_backend.errors import RequestError
 from chatkit_backend.ops.metrics import count_error
 from chatkit_backend.store.engine import DATABASE_OUTAGES, is_database_outage
 
+# A message may quote the request (a type, a model's name) and is sent twice: never
+# more than this of it, whatever a caller managed to put there.
+MAX_MESSAGE_CHARS = 500
+
 
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """`{"error": {"code", "message"}}`, plus a top-level `message` the web client shows."""
     count_error(code)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     body = {"error": {"code": code, "message": message}, "message": message}
     response = JSONResponse(body, status_code=status, headers=headers)
     # Also set here: a 500 is sent from outside every middleware, the headers one included.

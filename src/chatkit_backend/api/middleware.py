@@ -8,7 +8,7 @@ stream. It carries ids, types, status and timing; never bodies, messages or toke
 import logging
 import re
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
@@ -25,6 +25,21 @@ access_logger = logging.getLogger("chatkit_backend.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 # Probes and scrapes every few seconds would drown the lines that matter.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+# The client chooses a path's length; the line keeps its start.
+MAX_LOGGED_PATH_CHARS = 512
+# What a path may show unencoded (RFC 3986 pchar); `%` is not: a `%0A` in the line
+# stands for a newline the client sent, never for the three characters.
+_PATH_SAFE = "/!$&'()*+,;=:@"
+
+
+def _logged_path(path: str) -> str:
+    """The path as a URL writes it: `/a%0Ab` for a newline, `%20` for a space."""
+    quoted = quote(path, safe=_PATH_SAFE)
+    if len(quoted) > MAX_LOGGED_PATH_CHARS:
+        return quoted[:MAX_LOGGED_PATH_CHARS] + "..."
+    return quoted
 
 
 class RequestTracking:
@@ -63,15 +78,16 @@ class RequestTracking:
         if path in QUIET_PATHS and status < 500:
             return
         level = logging.WARNING if status >= 500 else logging.INFO
+        logged_path = _logged_path(path)
         access_logger.log(
             level,
             "%s %s %d",
             scope.get("method", ""),
-            path,
+            logged_path,
             status,
             extra={
                 "method": scope.get("method", ""),
-                "path": path,
+                "path": logged_path,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 1),
                 "outcome": info.outcome,

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 from typing_extensions import TypeIs
 
+from chatkit_backend.chat.ids import check_request_ids
 from chatkit_backend.chat.json_requests import ThreadsCreateEmptyReq
 from chatkit_backend.errors import InvalidRequest, PayloadTooLarge, UnknownType
 
@@ -51,6 +52,9 @@ def read_json_object(body: bytes) -> dict[str, Any]:
         data: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise InvalidRequest("The request body is not valid JSON") from None
+    except ValueError:
+        # Valid JSON Python will not read: an integer past its 4,300-digit limit.
+        raise InvalidRequest("The request body has a number too long to read") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object")
     if not _storable(data):
@@ -75,11 +79,14 @@ def parse_request(body: bytes) -> ParsedRequest:
     if asked == "threads.create" and isinstance(params, dict) and "input" not in params:
         return _new_thread(data)
     try:
-        return REQUEST_ADAPTER.validate_python(data)
+        request = REQUEST_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise InvalidRequest(f"Invalid {kind} request: {_summary(exc)}") from None
+        raise InvalidRequest(f"Invalid {kind} request: {validation_summary(exc)}") from None
     except RecursionError:
         raise InvalidRequest("The request is nested too deeply") from None
+    # Here, before the ids reach a query, the request's log lines or an error message.
+    check_request_ids(request)
+    return request
 
 
 def _new_thread(data: dict[str, Any]) -> ThreadsCreateEmptyReq:
@@ -87,7 +94,8 @@ def _new_thread(data: dict[str, Any]) -> ThreadsCreateEmptyReq:
     try:
         return ThreadsCreateEmptyReq.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(f"Invalid threads.create request: {_summary(exc, 0)}") from None
+        summary = validation_summary(exc, tags=0)
+        raise InvalidRequest(f"Invalid threads.create request: {summary}") from None
 
 
 def is_streaming(request: ParsedRequest) -> TypeIs[StreamingReq]:
@@ -125,7 +133,7 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _summary(exc: ValidationError, tags: int = 1) -> str:
+def validation_summary(exc: ValidationError, tags: int = 1) -> str:
     """`tags`: how many leading parts of a location name the union's member, not a field."""
     # Locations and messages only: the offending values could be huge or private.
     parts = []

@@ -86,22 +86,57 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+# What could forge a line or hide part of one in a terminal: C0 and C1 controls (line
+# breaks, ESC that starts ANSI sequences, DEL), Unicode line separators, bidi overrides.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# A field value written bare: printable ASCII but space, `"`, `=` and backslash.
+_BARE_VALUE = re.compile(r"[!#-<>-\[\]-~]+")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line, its control characters written as escapes (`\\n`, `\\x1b`)."""
+    if text.isascii() and text.isprintable():
+        return text  # nearly every line: no regex pass
+    return _CONTROLS.sub(_escaped, text)
+
+
+def field_value(value: object) -> str:
+    """A value as `key=value` shows it: bare, or quoted when a space, `"` or `=` in it
+    could pass for another field (`thread_id=x user_id=root`)."""
+    text = str(value)
+    if _BARE_VALUE.fullmatch(text):
+        return text
+    return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message key=value ...`, for people reading a terminal."""
+    """`time LEVEL logger: message key=value ...`, for people reading a terminal.
+
+    One record is one line: whatever a client managed to put in a path, an id or a
+    message (`%0a` and a fake line after it) is escaped, never written raw.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = escape_controls(super().format(record))
         fields = record_fields(record)
         if not fields:
             return line
-        return line + " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return line + " " + " ".join(f"{key}={field_value(value)}" for key, value in fields.items())
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers (LOG_FORMAT=json)."""
+    """One JSON object per line, for log shippers (LOG_FORMAT=json); `json.dumps` writes
+    every control and non-ASCII character as an escape, so no value can break a line."""
 
     def format(self, record: logging.LogRecord) -> str:
         document: dict[str, Any] = {
