@@ -2,19 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: serving (`make run`) needs only the package; the tools (the `dev` extra:
+# pytest, mypy, ruff, Playwright, Hypothesis) add about a minute to a first start, so
+# only the targets that use them install them. `make install` is everything.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: install run migrate test check lint typecheck pytest format clean bench
 
 install: $(STAMP)
 
+$(RUNTIME_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+# The dev extra includes the package, so it stands for the runtime stamp as well.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(RUNTIME_STAMP) $(STAMP)
 
-migrate: $(STAMP)
+migrate: $(RUNTIME_STAMP)
 	$(BIN)/chatkit-backend migrate
 
 run: migrate
@@ -35,13 +46,15 @@ pytest: $(STAMP)
 test: system-deps check pytest
 
 # What tests run besides Python: Debian's Chromium for the browser tests (Playwright
-# cannot download its own here) and Debian's nginx, which the proxy tests put in front
-# of the server with docker/nginx/. CI installs them; locally those tests skip without.
+# cannot download its own here), Debian's nginx, which the proxy tests put in front
+# of the server with docker/nginx/, and redis-server, which the replica tests start
+# (and stop) beside the shared Redis. CI installs them; locally those tests skip without.
 .PHONY: system-deps browser-deps
 system-deps:
-	@if [ -n "$$CI" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ]; }; then \
+	@if [ -n "$$CI" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/nginx ] || \
+			[ ! -x /usr/bin/redis-server ]; }; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y chromium fonts-liberation nginx; \
+			apt-get install -y chromium fonts-liberation nginx redis-server; \
 	fi
 browser-deps: system-deps
 
