@@ -1,4 +1,4 @@
-"""`chatkit-backend`: serve, migrate. Thin: each command calls into the package."""
+"""`chatkit-backend`: the command line (serve, migrate, tokens, operator commands)."""
 
 import argparse
 import logging
@@ -13,6 +13,28 @@ from chatkit_backend.settings import Settings
 
 logger = logging.getLogger("chatkit_backend")
 
+# What `chatkit-backend --help` tells a user; each command's own --help has its options.
+DESCRIPTION = """\
+A backend for OpenAI's ChatKit: it answers the ChatKit protocol at POST /chatkit,
+keeps conversations in a database and answers with a model (without a key, an
+offline one that needs no network). First start: `make run` in the project, which
+migrates ./data/chatkit.db and serves on http://127.0.0.1:8000/.
+"""
+
+EPILOG = """\
+common settings (environment variables, or a .env file in the working directory):
+  DATABASE_URL    where conversations are kept (default: ./data/chatkit.db, SQLite;
+                  postgresql://user:password@host:5432/db for PostgreSQL)
+  OPENAI_API_KEY  answer with OpenAI (unset: the offline model); LLM_PROVIDER for others
+  HOST, PORT      where `serve` listens (default: 127.0.0.1 and 8000)
+  AUTH_MODE       none (default: every request is one local user, for development)
+                  or jwt (a bearer token on every request)
+  LOG_LEVEL       DEBUG, INFO (default), WARNING or ERROR
+
+`chatkit-backend COMMAND --help` shows a command's options. Every setting, deployment
+and operations: README.md in the project (Configuration, Deployment, Operations).
+"""
+
 
 # uvicorn's own shutdown timeout is longer than the streams' grace period
 # (SHUTDOWN_GRACE_SECONDS), so our clean end of each stream comes before its cut.
@@ -25,6 +47,36 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _port_problem(host: str, port: int, suggestion: str) -> str | None:
+    """Why `serve` cannot listen on `host`:`port` (another program holds it), or None.
+
+    Tried before uvicorn starts: its own bind error comes after the app's start-up, as
+    an errno line and exit code 1, and never says what to change.
+    """
+    import errno
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return None  # a host that does not resolve: uvicorn's error names it
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            # As asyncio's server does: connections of a server that just stopped
+            # (TIME_WAIT) do not hold the port, only a socket that listens on it.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"port {port} is in use; {suggestion} (or stop the other server)"
+                # Others (an address family the machine lacks, a privileged port) are
+                # left to uvicorn, which skips or reports them as it always has.
+    return None
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import math
     import signal
@@ -33,15 +85,28 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from chatkit_backend.ops.transport import TransportLimits, http_protocol
     from chatkit_backend.ops.workers import shared_metrics_dir
+    from chatkit_backend.store.migrations import ensure_schema_current
 
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    other_port = port + 1 if port < 65535 else 8001
+    # The flag wins over PORT, so the advice names whichever chose this port.
+    suggestion = f"use --port {other_port}" if args.port is not None else f"set PORT={other_port}"
+    problem = _port_problem(host, port, suggestion)
+    if problem is not None:
+        logger.error("%s", problem)
+        return 2
+    # Once, here, before any worker starts: a database that cannot be used, or whose
+    # schema is behind, stops the start with one line instead of failing every request.
+    ensure_schema_current(settings)
     workers = args.workers or settings.workers
     signal.signal(signal.SIGTERM, _exit_cleanly)
     with shared_metrics_dir(workers):
         uvicorn.run(
             "chatkit_backend.app:create_served_app",
             factory=True,
-            host=args.host or settings.host,
-            port=args.port if args.port is not None else settings.port,
+            host=host,
+            port=port,
             workers=workers,
             log_config=None,
             # The app logs one line per request itself, with ids, status and duration.
@@ -62,11 +127,15 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from chatkit_backend.store.engine import wait_until_answering
-    from chatkit_backend.store.migrations import upgrade_to_head
+    from chatkit_backend.store.migrations import schema_state_of, upgrade_to_head
 
-    if args.wait and not asyncio.run(wait_until_answering(settings, args.wait)):
-        logger.error("the database did not answer within %s s", args.wait)
-        return 1
+    if args.wait:
+        failure = asyncio.run(wait_until_answering(settings, args.wait))
+        if failure is not None:
+            logger.error("the database did not answer within %s s: %s", args.wait, failure)
+            return 1
+    # Connect once first: a wrong URL is one line (DatabaseUnusable), not Alembic's traceback.
+    asyncio.run(schema_state_of(settings))
     upgrade_to_head(settings.database_url)
     logger.info("database is at the newest schema")
     return 0
@@ -103,8 +172,10 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     from chatkit_backend.agents.employees import load_demo_directory
     from chatkit_backend.store.employees import EmployeeDirectory
     from chatkit_backend.store.engine import open_engine
+    from chatkit_backend.store.migrations import require_current_schema
 
     async def load() -> None:
+        await require_current_schema(settings)
         async with open_engine(settings) as engine:
             directory = EmployeeDirectory(engine)
             for tenant in args.tenant or [settings.local_tenant_id]:
@@ -180,16 +251,41 @@ def _cleanup(_: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from chatkit_backend.attachments.cleanup import clean_up_once
+    from chatkit_backend.store.migrations import require_current_schema
 
+    asyncio.run(require_current_schema(settings))
     report = asyncio.run(clean_up_once(settings))
     sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chatkit-backend")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatkit-backend", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the ChatKit endpoint over HTTP")
+    parser = argparse.ArgumentParser(
+        prog="chatkit-backend",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        # Keeps the settings list's columns as written.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, title="commands", metavar="COMMAND"
+    )
+    serve = commands.add_parser(
+        "serve",
+        help="serve the ChatKit endpoint over HTTP",
+        description="Serve POST /chatkit, the chat page at /, /healthz, /readyz and /metrics. "
+        "The database must be migrated first (`migrate`, or MIGRATE_ON_START=true).",
+    )
     serve.add_argument("--host", help="address to bind (default: HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: PORT, 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: WORKERS, 1)")
@@ -230,7 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("invalid configuration: %s", problems)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    result: int = args.run(args, settings)
+    from chatkit_backend.store.engine import DatabaseUnusable
+
+    try:
+        result: int = args.run(args, settings)
+    except DatabaseUnusable as exc:
+        logger.error("%s", exc)
+        return 2
     return result
 
 
