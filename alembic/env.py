@@ -90,10 +90,18 @@ async def run_async_migrations() -> None:
         await engine.dispose()
 
 
-def run_migrations_online() -> None:
+def _loop_running() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        return False
+    return True
+
+
+def run_migrations_online() -> None:
+    # Outside the `except` above: a failure to connect must not arrive chained to an
+    # unrelated "no running event loop".
+    if not _loop_running():
         asyncio.run(run_async_migrations())
         return
     # Called from async code: this thread's loop is busy, so use a fresh one elsewhere.

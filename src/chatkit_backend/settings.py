@@ -5,8 +5,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/chatkit.db"
+# The engine speaks asyncio drivers only; the usual spellings of a URL are mapped to them.
+DATABASE_DRIVERS = {
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+aiosqlite",
+}
+DATABASE_URL_SHAPES = "postgresql://user:password@host:5432/database or sqlite:///path/to/file.db"
 
 Provider = Literal["offline", "openai", "gemini", "openai-compatible"]
 ModelApi = Literal["responses", "chat_completions"]
@@ -51,6 +62,8 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production"] = "development"
     database_url: str = DEFAULT_DATABASE_URL
+    # Serve migrates a database whose schema is behind, instead of refusing to start.
+    migrate_on_start: bool = False
     database_pool_size: int = Field(default=10, ge=1, le=500)
 
     llm_provider: Provider | None = None
@@ -140,6 +153,39 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_connections: int = Field(default=4096, ge=2, le=1_000_000)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_database_url(cls, value: str) -> str:
+        # Messages name the setting, never the value: the URL may hold a password.
+        scheme, separator, rest = value.strip().partition("://")
+        driver = DATABASE_DRIVERS.get(scheme.lower())
+        if not separator or not scheme:
+            raise ValueError(f"DATABASE_URL is not a database URL; use {DATABASE_URL_SHAPES}")
+        if driver is None:
+            raise ValueError(
+                f"DATABASE_URL names a database or driver this server does not support; "
+                f"use {DATABASE_URL_SHAPES}"
+            )
+        try:
+            url = make_url(f"{driver}://{rest}")
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                f"DATABASE_URL is not a valid URL; use {DATABASE_URL_SHAPES}"
+            ) from None
+        if driver == "postgresql+asyncpg" and "sslmode" in url.query:
+            # libpq's spelling, in most providers' URLs; asyncpg takes the same values as `ssl`.
+            url = url.difference_update_query(["sslmode"]).update_query_dict(
+                {"ssl": url.query["sslmode"]}
+            )
+            return url.render_as_string(hide_password=False)
+        return f"{driver}://{rest}"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_in_any_case(cls, value: object) -> object:
+        # uvicorn and Python's logging docs spell levels in lower case.
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("metrics_token")
     @classmethod

@@ -8,11 +8,17 @@ from chatkit.store import NotFoundError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import ProgrammingError
 from starlette.exceptions import HTTPException
 
 from chatkit_backend.errors import RequestError
 from chatkit_backend.ops.metrics import count_error
-from chatkit_backend.store.engine import DATABASE_OUTAGES, is_database_outage
+from chatkit_backend.store.engine import (
+    DATABASE_OUTAGES,
+    is_database_outage,
+    is_schema_missing,
+)
+from chatkit_backend.store.migrations import NOT_MIGRATED_MESSAGE
 
 # A message may quote the request (a type, a model's name) and is sent twice: never
 # more than this of it, whatever a caller managed to put there.
@@ -58,7 +64,20 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", "The request is not valid")
 
 
+async def _not_migrated(request: Request, exc: Exception) -> JSONResponse:
+    # A table or column the schema lacks: no retry cures it, running the migrations does.
+    logger.error(
+        "database schema missing on %s (%s): %s",
+        request.url.path,
+        type(exc).__name__,
+        NOT_MIGRATED_MESSAGE,
+    )
+    return error_response(503, "database_not_migrated", NOT_MIGRATED_MESSAGE)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if is_schema_missing(exc):
+        return await _not_migrated(request, exc)
     # Connection refused or lost, a pool that cannot hand out a connection: the
     # request may well succeed once the database is back, so 503, not 500.
     logger.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
@@ -71,6 +90,8 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_schema_missing(exc):
+        return await _not_migrated(request, exc)
     if is_database_outage(exc):
         return await _database_unavailable(request, exc)
     logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
@@ -84,4 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for outage in DATABASE_OUTAGES:
         app.add_exception_handler(outage, _database_unavailable)
+    # PostgreSQL's "relation does not exist": answered here, because what reaches the
+    # catch-all below is re-raised to the server, which logs it as a crash.
+    app.add_exception_handler(ProgrammingError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)

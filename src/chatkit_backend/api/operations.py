@@ -13,6 +13,7 @@ from chatkit_backend.api.deps import ServicesDep, authentication_attempt
 from chatkit_backend.api.errors import error_response
 from chatkit_backend.errors import Unauthorized
 from chatkit_backend.ops.metrics import render
+from chatkit_backend.store.migrations import NOT_MIGRATED_MESSAGE, SchemaWatch
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +26,29 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@health_router.get("/readyz", summary="The database answers")
-async def readyz(services: ServicesDep) -> JSONResponse:
+@health_router.get("/readyz", summary="The database answers and has this version's schema")
+async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     if services.drain.draining:
         # Load balancers stop sending new requests; open streams are finishing.
         return error_response(503, "shutting_down", "The server is shutting down")
     try:
         async with services.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+            problem = await _schema_watch(request).problem(conn)
     except (SQLAlchemyError, OSError) as exc:
         logger.warning("readiness check failed: %s", type(exc).__name__)
         return error_response(503, "database_unavailable", "The database is not answering")
+    if problem is not None:
+        return error_response(503, "database_not_migrated", NOT_MIGRATED_MESSAGE)
     return JSONResponse({"status": "ready"})
+
+
+def _schema_watch(request: Request) -> SchemaWatch:
+    """The app's one SchemaWatch, made on its first probe."""
+    watch: SchemaWatch | None = getattr(request.app.state, "schema_watch", None)
+    if watch is None:
+        watch = request.app.state.schema_watch = SchemaWatch()
+    return watch
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -19,12 +19,16 @@ from pydantic import TypeAdapter
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.engine import open_engine
 from chatkit_backend.store.maintenance import Maintenance, ThreadRecord
+from chatkit_backend.store.migrations import require_current_schema
 
 _ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
 T = TypeVar("T")
 
 
 async def with_maintenance(settings: Settings, work: Callable[[Maintenance], Awaitable[T]]) -> T:
+    """Run `work` on a small engine; DatabaseUnusable first if the database cannot be
+    used or was not migrated (one line for the operator, not a traceback)."""
+    await require_current_schema(settings)
     async with open_engine(settings) as engine:
         return await work(Maintenance(engine))
 

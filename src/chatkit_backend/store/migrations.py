@@ -1,20 +1,55 @@
-"""Run the Alembic migrations from code (the `migrate` command and the tests)."""
+"""Run the Alembic migrations from code (the `migrate` command and the tests), and tell
+whether a database's schema is the one this code needs (`serve`, /readyz)."""
 
+import ast
+import asyncio
+import functools
+import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatkit_backend.settings import Settings
+from chatkit_backend.store.engine import (
+    CONNECT_FAILURES,
+    DatabaseUnusable,
+    connect_failure,
+    open_engine,
+)
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+logger = logging.getLogger(__name__)
 
 # The source tree and the Docker image both keep alembic.ini beside src/ (or in the
 # working directory, for an installed package run from the project folder).
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
+MIGRATE_COMMAND = "chatkit-backend migrate"
+# Told to HTTP clients (and so to whoever reads the web client's error) as it is.
+NOT_MIGRATED_MESSAGE = f"The database schema is missing or out of date; run `{MIGRATE_COMMAND}`"
 
-def alembic_config(database_url: str | None = None) -> Config:
-    """The project's Alembic config, pointed at `database_url` when one is given."""
+
+# Alembic is imported only by what migrates: importing it costs a server process
+# about 10 MB and a quarter of a second, and serving needs only the revision ids.
+
+
+def _alembic_ini() -> Path:
     ini = Path("alembic.ini")
-    if not ini.is_file():
-        ini = _PROJECT_ROOT / "alembic.ini"
+    return ini if ini.is_file() else _PROJECT_ROOT / "alembic.ini"
+
+
+def alembic_config(database_url: str | None = None) -> "Config":
+    """The project's Alembic config, pointed at `database_url` when one is given."""
+    from alembic.config import Config
+
+    ini = _alembic_ini()
     config = Config(str(ini))
     config.set_main_option("script_location", str(ini.parent / "alembic"))
     if database_url is not None:
@@ -24,4 +59,170 @@ def alembic_config(database_url: str | None = None) -> Config:
 
 def upgrade_to_head(database_url: str | None = None) -> None:
     """Bring the database to the newest schema."""
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), "head")
+
+
+@dataclass(frozen=True)
+class CodeRevisions:
+    head: str
+    known: frozenset[str]
+
+
+@functools.cache
+def code_revisions() -> CodeRevisions | None:
+    """The newest revision this code's migrations reach, and every one they know; read
+    from alembic/versions once per process (the `revision` and `down_revision` each
+    file assigns, as Alembic reads them). None when the migrations are not found from
+    here, or do not end in a single head."""
+    parents: dict[str, tuple[str, ...]] = {}
+    for path in (_alembic_ini().parent / "alembic" / "versions").glob("*.py"):
+        found = _revision_ids(path)
+        if found is not None:
+            parents[found[0]] = found[1]
+    children = {parent for ids in parents.values() for parent in ids}
+    heads = [revision for revision in parents if revision not in children]
+    if len(heads) != 1:
+        return None
+    return CodeRevisions(heads[0], frozenset(parents))
+
+
+def _revision_ids(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """A migration file's `revision` and its `down_revision`s; None for other files."""
+    values: dict[str, object] = {}
+    targets: list[ast.expr]
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        elif isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                values[target.id] = ast.literal_eval(value)
+    revision, down = values.get("revision"), values.get("down_revision")
+    if not isinstance(revision, str):
+        return None
+    if isinstance(down, str):
+        return revision, (down,)
+    return revision, tuple(str(parent) for parent in down) if isinstance(down, tuple | list) else ()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """A database's Alembic revision against the code's."""
+
+    revision: str | None  # the database's; None when it has no alembic_version row
+    code: CodeRevisions | None
+
+    @property
+    def behind(self) -> bool:
+        """Never migrated, or at a revision older than the code's head."""
+        if self.code is None:
+            return False  # cannot tell; `unknown` says so
+        if self.revision is None:
+            return True
+        return self.revision != self.code.head and self.revision in self.code.known
+
+    @property
+    def ahead(self) -> bool:
+        """At a revision this code does not know: a newer version migrated it. Fine while
+        an upgrade rolls out, since migrations are additive first."""
+        return (
+            self.code is not None
+            and self.revision is not None
+            and self.revision not in self.code.known
+        )
+
+    @property
+    def unknown(self) -> bool:
+        return self.code is None
+
+    def problem(self) -> str | None:
+        """What is wrong and the command that cures it, for the log; None when current."""
+        if not self.behind:
+            return None
+        if self.revision is None:
+            return f"the database has no schema yet: run `{MIGRATE_COMMAND}`"
+        head = self.code.head if self.code else "?"
+        return (
+            f"the database schema is at revision {self.revision}, this version needs {head}: "
+            f"run `{MIGRATE_COMMAND}`"
+        )
+
+
+def _revision(connection: Connection) -> str | None:
+    # What Alembic's MigrationContext.get_current_revision reads, without importing it.
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    found: str | None = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return found
+
+
+async def read_schema_state(conn: AsyncConnection) -> SchemaState:
+    """The schema's state, read on `conn` (checks the table exists, then reads it)."""
+    return SchemaState(await conn.run_sync(_revision), code_revisions())
+
+
+async def schema_state_of(settings: Settings) -> SchemaState:
+    """Connect to DATABASE_URL and read its schema's state; DatabaseUnusable, in one
+    line, when it cannot be reached or used."""
+    try:
+        async with open_engine(settings, pool_size=1) as engine, engine.connect() as conn:
+            return await read_schema_state(conn)
+    except CONNECT_FAILURES as exc:
+        raise DatabaseUnusable(connect_failure(exc, settings.database_url)) from None
+
+
+def ensure_schema_current(settings: Settings) -> None:
+    """Before serving (outside any event loop): the database must answer and hold this
+    code's schema. One behind is migrated with MIGRATE_ON_START, else DatabaseUnusable
+    naming the command."""
+    state = asyncio.run(schema_state_of(settings))
+    if state.unknown:
+        logger.warning(
+            "cannot check the database schema: no alembic/ beside alembic.ini here; "
+            "run from the folder that holds them"
+        )
+    elif state.ahead:
+        logger.warning(
+            "the database schema is at revision %s, newer than this version knows; "
+            "fine while an upgrade rolls out",
+            state.revision,
+        )
+    problem = state.problem()
+    if problem is None:
+        return
+    if not settings.migrate_on_start:
+        raise DatabaseUnusable(f"{problem} (or set MIGRATE_ON_START=true)")
+    logger.info("MIGRATE_ON_START: bringing the database schema up to date")
+    upgrade_to_head(settings.database_url)
+
+
+class SchemaWatch:
+    """The schema's problem for /readyz, read again at most every `interval` seconds:
+    probes can come every second, and the schema changes only when someone migrates."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self._problem: str | None = None
+        self._read_at: float | None = None
+
+    async def problem(self, conn: AsyncConnection) -> str | None:
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= self.interval:
+            problem = (await read_schema_state(conn)).problem()
+            if problem is not None:
+                logger.error("not ready: %s", problem)
+            self._problem, self._read_at = problem, now
+        return self._problem
+
+
+async def require_current_schema(settings: Settings) -> None:
+    """For the commands that read and write rows: DatabaseUnusable, in one line, when the
+    database cannot be reached or its schema is behind."""
+    problem = (await schema_state_of(settings)).problem()
+    if problem is not None:
+        raise DatabaseUnusable(problem)
