@@ -9,29 +9,26 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from chatkit_backend import __version__
-from chatkit_backend.agents.catalog import AgentSelector, load_factory
+from chatkit_backend.agents.catalog import AgentFactory, AgentSelector, load_factory
 from chatkit_backend.agents.guardrails import message_length_guardrail
-from chatkit_backend.api.attachments import router as attachments_router
-from chatkit_backend.api.chatkit import router as chatkit_router
 from chatkit_backend.api.deps import Services
 from chatkit_backend.api.errors import install_error_handlers
 from chatkit_backend.api.middleware import install_middleware
-from chatkit_backend.api.operations import health_router, metrics_router
-from chatkit_backend.api.web import web_router
-from chatkit_backend.attachments.cleanup import cleanup_schedule
 from chatkit_backend.attachments.model_input import AttachmentInput
-from chatkit_backend.attachments.service import build_attachments
+from chatkit_backend.attachments.service import build_attachments, build_storage
 from chatkit_backend.auth.tokens import build_verifier
+from chatkit_backend.backend import ChatKitBackend
 from chatkit_backend.chat.admission import Admission
 from chatkit_backend.chat.checks import RequestChecker
 from chatkit_backend.chat.json_requests import JsonRequests
-from chatkit_backend.chat.leases import holder_heartbeat, new_holder_id
-from chatkit_backend.chat.limits import InProcessLimiter
+from chatkit_backend.chat.leases import new_holder_id
+from chatkit_backend.chat.limits import InProcessLimiter, Limiter
+from chatkit_backend.chat.redis_limits import RedisLimiter
 from chatkit_backend.chat.turn import Turns
 from chatkit_backend.ops.logs import configure_logging
 from chatkit_backend.ops.metrics import process_exiting, watch_pool
 from chatkit_backend.ops.shutdown import Drain
-from chatkit_backend.providers.provider import Provider, build_provider
+from chatkit_backend.providers.provider import Provider
 from chatkit_backend.runtime.answerer import Answerer
 from chatkit_backend.runtime.history import HistoryConverter
 from chatkit_backend.settings import Settings
@@ -44,13 +41,40 @@ from chatkit_backend.store.turns import TurnStore
 logger = logging.getLogger(__name__)
 
 
-def build_services(settings: Settings, provider: Provider) -> Services:
-    """Every service a request may use, wired once."""
+def build_services(
+    settings: Settings,
+    provider: Provider,
+    *,
+    agent: str | AgentFactory | None = None,
+    authenticate: bool = True,
+) -> Services:
+    """Every service a request may use, wired once.
+
+    `agent`: a factory, or what `AGENT` takes, instead of the setting. `authenticate=False`:
+    the app that includes our routers says who calls (`ChatKitBackend(identify=...)`)."""
     # First what can fail on a bad setting, so nothing is left open when it does.
-    verifier = build_verifier(settings)
+    verifier = build_verifier(settings) if authenticate else None
+    # This process's name in shared state: its answer leases and its stream slots.
+    holder = new_holder_id()
+    # With REDIS_URL the limits are counted once for every process sharing that Redis.
+    limiter: Limiter = (
+        RedisLimiter.from_settings(settings, holder)
+        if settings.redis_url is not None
+        else InProcessLimiter(
+            settings.rate_limit_per_minute,
+            settings.max_streams_per_user,
+            uploads_per_minute=settings.attachment_uploads_per_minute,
+            failed_auth_per_minute=settings.failed_auth_per_minute,
+        )
+    )
     engine = engine_for(settings)
-    agent_factory = load_factory(settings.agent, EmployeeDirectory(engine))
-    files = build_attachments(settings, AttachmentRecords(engine))
+    agent_factory = (
+        agent
+        if callable(agent)
+        else load_factory(agent or settings.agent, EmployeeDirectory(engine))
+    )
+    # ATTACHMENT_STORAGE: the local disk, or a bucket every replica shares.
+    files = build_attachments(settings, AttachmentRecords(engine), build_storage(settings))
     store = SQLStore(engine, attachment_view=files.links.present)
     selector = AgentSelector(
         agent_factory, [message_length_guardrail(settings.input_guardrail_max_chars)]
@@ -75,7 +99,7 @@ def build_services(settings: Settings, provider: Provider) -> Services:
             engine,
             attachment_view=files.links.present,
             gate=admission.database,
-            holder=new_holder_id(),
+            holder=holder,
         ),
         answerer,
         HistoryConverter(model_input),
@@ -87,13 +111,9 @@ def build_services(settings: Settings, provider: Provider) -> Services:
         store=store,
         requests=JsonRequests(store, files),
         turns=turns,
-        checker=RequestChecker(store, settings),
+        checker=RequestChecker(store, settings, confirm_upload=files.confirm_upload),
         files=files,
-        limiter=InProcessLimiter(
-            settings.rate_limit_per_minute,
-            settings.max_streams_per_user,
-            failed_auth_per_minute=settings.failed_auth_per_minute,
-        ),
+        limiter=limiter,
         admission=admission,
         drain=Drain(settings.shutdown_grace_seconds),
         verifier=verifier,
@@ -106,23 +126,10 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
     `hook_signals`: hear SIGTERM for graceful shutdown (only when uvicorn serves it).
     """
     settings = settings or Settings()
-    provider = build_provider(settings)
-    services = build_services(settings, provider)
+    # The same backend another app can include (backend.py), with the standalone parts
+    # around it: docs, error handlers, middleware, health, metrics and the page.
+    backend = ChatKitBackend(settings, hook_signals=hook_signals)
     _warn_about(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            async with (
-                # Entered first, left last: the holder row goes once the streams are done.
-                holder_heartbeat(services.turns.turns),
-                _operations_running(services, hook_signals),
-                cleanup_schedule(settings, services.files),
-            ):
-                yield
-        finally:
-            await provider.aclose()
-            await services.engine.dispose()
 
     # The docs pages load their scripts from a CDN, and the schema maps every route for
     # whoever asks: off in production unless API_DOCS=true.
@@ -130,21 +137,21 @@ def create_app(settings: Settings | None = None, *, hook_signals: bool = False) 
     app = FastAPI(
         title="chatkit-backend",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=backend.lifespan,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    app.state.services = services
+    # For tests and tools that reach into a running app; the routes do not read it.
+    app.state.services = backend.services
     install_error_handlers(app)
     install_middleware(app, settings)
-    app.include_router(chatkit_router)
-    app.include_router(attachments_router)
-    app.include_router(health_router)
+    app.include_router(backend.router)
+    app.include_router(backend.health_router)
     if settings.metrics_enabled:
-        app.include_router(metrics_router)
+        app.include_router(backend.metrics_router)
     if settings.web_ui != "off":
-        app.include_router(web_router(settings))
+        app.include_router(backend.page_router)
     return app
 
 

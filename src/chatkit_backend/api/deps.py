@@ -4,8 +4,8 @@ All `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thr
 hop per dependency on every request for what is an attribute lookup.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Annotated
 
@@ -47,7 +47,9 @@ class Services:
 
 
 async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
+    # Bound per request by the routers of `ChatKitBackend` (backend.py): in an app that
+    # includes them, `request.app.state` is that app's, not ours.
+    services: Services = request.state.chatkit_services
     return services
 
 
@@ -60,24 +62,26 @@ def client_address(request: Request) -> str:
     return address_key(request.client.host if request.client else None)
 
 
-@contextmanager
-def authentication_attempt(request: Request, limiter: Limiter) -> Iterator[None]:
+@asynccontextmanager
+async def authentication_attempt(
+    request: Request, limiter: Limiter
+) -> AsyncIterator[None]:
     """A credential (token, signed link) checked in the block, counted against the
     caller's address when the block refuses it (a 4xx); past the address's limit of
     failures, 429 before the block runs. A check that could not run (a 5xx: the identity
     provider or the database away) is not the caller's failure."""
     address = client_address(request)
-    limiter.admit_unverified(address)
+    await limiter.admit_unverified(address)
     try:
         yield
     except RequestError as exc:
         if exc.status >= 500:
-            limiter.release_unverified(address)
+            await limiter.release_unverified(address)
         raise
     except BaseException:
-        limiter.release_unverified(address)
+        await limiter.release_unverified(address)
         raise
-    limiter.release_unverified(address)
+    await limiter.release_unverified(address)
 
 
 async def get_context(request: Request, services: ServicesDep) -> RequestContext:
@@ -85,14 +89,42 @@ async def get_context(request: Request, services: ServicesDep) -> RequestContext
     settings = services.settings
     # Links to attachments are absolute. Under PUBLIC_URL, never the Host the caller sent:
     # a forged Host would hand out links to someone else's server.
-    base_url = f"{settings.public_url}/" if settings.public_url else str(request.base_url)
+    base = f"{settings.public_url}/" if settings.public_url else str(request.base_url)
+    base_url = base + mount_prefix(request)
+    # Set by `ChatKitBackend(identify=...)`: the host app said who this is.
+    caller = getattr(request.state, "chatkit_caller", None)
+    if caller is not None:
+        owner = Owner(tenant_id=caller.tenant_id, user_id=caller.user_id)
+        return RequestContext(owner, role=caller.role, base_url=base_url)
     if services.verifier is None:
         owner = Owner(tenant_id=settings.local_tenant_id, user_id=settings.local_user_id)
         return RequestContext(owner, role=LOCAL_USER_ROLE, base_url=base_url)
     # Missing and bad tokens count against the address; a token that verifies costs nothing.
-    with authentication_attempt(request, services.limiter):
+    async with authentication_attempt(request, services.limiter):
         context = await _bearer(request, services.verifier)
     return replace(context, base_url=base_url)
+
+
+def mount_prefix(request: Request) -> str:
+    """Where an app that includes our router put it (`include_router(prefix="/api")`):
+    the request's path, less the root path before it and the route's own path after.
+    `/api/`, or `` when the router is at the root."""
+    route = request.scope.get("route")
+    path_format = getattr(route, "path_format", None)
+    if not isinstance(path_format, str):
+        return ""
+    try:
+        own = path_format.format(**{k: str(v) for k, v in request.path_params.items()})
+    except (KeyError, IndexError, ValueError):
+        return ""
+    path = request.url.path
+    root_path = request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
+    if not path.endswith(own):
+        return ""
+    prefix = path[: len(path) - len(own)].strip("/")
+    return f"{prefix}/" if prefix else ""
 
 
 async def _bearer(request: Request, verifier: TokenVerifier) -> RequestContext:

@@ -98,6 +98,20 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "The server could not handle this request")
 
 
+async def render_known_error(request: Request, exc: Exception) -> JSONResponse | None:
+    """This project's errors as the handlers above answer them, or None for any other.
+    For routes included in someone else's app, which has none of these handlers."""
+    if isinstance(exc, RequestError):
+        return await _request_error(request, exc)
+    if isinstance(exc, NotFoundError):
+        return await _store_not_found(request, exc)
+    if isinstance(exc, DATABASE_OUTAGES):
+        return await _database_unavailable(request, exc)
+    if is_schema_missing(exc):
+        return await _not_migrated(request, exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(NotFoundError, _store_not_found)

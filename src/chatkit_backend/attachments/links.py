@@ -144,7 +144,9 @@ class AttachmentLinks:
         }
 
     def base(self, context: RequestContext) -> str | None:
-        base = self.public_url or context.base_url
+        # The request's base already starts with PUBLIC_URL when it is set, and adds the
+        # prefix an app that includes our router mounted it under.
+        base = context.base_url or self.public_url
         return base.rstrip("/") if base else None
 
     def url(self, kind: LinkKind, attachment_id: str, owner: Owner, base: str) -> str:
