@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.asyncio.connection import parse_url as parse_redis_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -125,6 +126,13 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=20_000, ge=1, le=1_000_000)
     rate_limit_per_minute: int = Field(default=120, ge=1, le=1_000_000)
     max_streams_per_user: int = Field(default=3, ge=1, le=1000)
+    # Where the limits above (and uploads', failed sign-ins') are counted: unset, in each
+    # process; a Redis URL, once for every worker and replica that shares it.
+    redis_url: SecretStr | None = None
+    # Every key this server writes starts with it: several deployments can share a Redis.
+    redis_key_prefix: str = Field(default="chatkit:", min_length=1, max_length=100)
+    # With Redis away: allow (open, logged once) or refuse with 503 (closed).
+    redis_failure: Literal["open", "closed"] = "open"
     # Admission control (chat/admission.py): streams past these are refused with 503.
     max_open_streams: int = Field(default=1500, ge=1, le=100_000)
     max_waiting_streams: int = Field(default=1000, ge=1, le=100_000)
@@ -136,12 +144,30 @@ class Settings(BaseSettings):
     attachment_url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 86400)
     attachment_upload_ttl_seconds: int = Field(default=900, ge=10, le=86400)
     attachment_unsent_ttl_hours: int = Field(default=24, ge=1, le=24 * 365)
-    attachment_cleanup_interval_seconds: int = Field(default=0, ge=0, le=7 * 86400)
+    # On by default: unsent files would otherwise stay until someone runs `cleanup`.
+    attachment_cleanup_interval_seconds: int = Field(default=600, ge=0, le=7 * 86400)
+    # Per user, across workers (counted in the database): what one member may keep.
+    attachment_quota_unsent_count: int = Field(default=20, ge=1, le=1_000_000)
+    attachment_quota_unsent_bytes: int = Field(default=100 * 1024**2, ge=1, le=1024**5)
+    attachment_quota_total_bytes: int = Field(default=1024**3, ge=1, le=1024**5)
+    attachment_uploads_per_minute: int = Field(default=20, ge=0, le=1_000_000)
     # Files of earlier messages re-sent whole to the model each turn (attachments/model_input.py).
     model_attachments_whole: int = Field(default=3, ge=0, le=1000)
     model_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=5 * 1024**3)
     attachment_signing_key: SecretStr | None = None
     public_url: str | None = None
+    # Where attachment bytes live: ATTACHMENTS_DIR, or an S3-compatible bucket that every
+    # replica shares (attachments/s3_storage.py).
+    attachment_storage: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    # The folder in the bucket that belongs to this server: the cleanup deletes objects
+    # there that no attachment owns.
+    s3_prefix: str = "attachments"
+    # MinIO, R2 and other S3-compatible stores; unset: AWS.
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -186,6 +212,32 @@ class Settings(BaseSettings):
     def _log_level_in_any_case(cls, value: object) -> object:
         # uvicorn and Python's logging docs spell levels in lower case.
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Named, never quoted: the URL may hold a password.
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        scheme, separator, rest = url.partition("://")
+        try:
+            if not separator or not rest or scheme.lower() not in ("redis", "rediss", "unix"):
+                raise ValueError
+            parse_redis_url(url)
+        except ValueError:
+            raise ValueError(
+                "REDIS_URL is not a Redis URL; use redis://[:password@]host:6379/0, "
+                "rediss://... (TLS) or unix:///path/to/redis.sock"
+            ) from None
+        return SecretStr(url)
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _printable_prefix(cls, value: str) -> str:
+        if not value.isprintable() or any(c.isspace() for c in value):
+            raise ValueError("REDIS_KEY_PREFIX must be printable, without spaces")
+        return value
 
     @field_validator("metrics_token")
     @classmethod
@@ -352,11 +404,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_connections(self) -> "Settings":
-        # Each stream holds a connection: below the streams' cap, a burst would get the
-        # connection cap's refusals and admission control would never act.
-        if self.max_connections <= self.max_open_streams:
-            raise ValueError("MAX_CONNECTIONS must be above MAX_OPEN_STREAMS")
+    def _check_attachment_quotas(self) -> "Settings":
+        # A quota smaller than one file would refuse the largest files no matter what.
+        if self.attachment_quota_unsent_bytes < self.max_attachment_bytes:
+            raise ValueError("ATTACHMENT_QUOTA_UNSENT_BYTES must be at least MAX_ATTACHMENT_BYTES")
+        if self.attachment_quota_total_bytes < self.max_attachment_bytes:
+            raise ValueError("ATTACHMENT_QUOTA_TOTAL_BYTES must be at least MAX_ATTACHMENT_BYTES")
         return self
 
     @model_validator(mode="after")
@@ -376,6 +429,50 @@ class Settings(BaseSettings):
             raise ValueError("ENV=production needs ATTACHMENT_SIGNING_KEY (openssl rand -hex 32)")
         if len(set(secret)) < 10:
             raise ValueError("ATTACHMENT_SIGNING_KEY is too weak; use openssl rand -hex 32")
+        return self
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _s3_prefix(cls, value: str) -> str:
+        # A folder, not a pattern: no empty, `.` or `..` segments for a store to resolve.
+        prefix = value.strip().strip("/")
+        segments = prefix.split("/") if prefix else []
+        if any(part in ("", ".", "..") for part in segments) or any(
+            ord(ch) < 32 or ch in "\\?#*" for ch in prefix
+        ):
+            raise ValueError("S3_PREFIX looks like attachments or chatkit/attachments")
+        return prefix
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, _, rest = value.strip().rstrip("/").partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or "?" in rest:
+            raise ValueError("S3_ENDPOINT_URL looks like https://minio.example.com:9000")
+        return f"{scheme}://{rest}"
+
+    @model_validator(mode="after")
+    def _check_attachment_storage(self) -> "Settings":
+        # Messages name settings, never values: the CLI shows them on a failed start.
+        if self.attachment_storage != "s3":
+            return self
+        if not self.s3_bucket or not self.s3_bucket.strip():
+            raise ValueError("ATTACHMENT_STORAGE=s3 needs S3_BUCKET")
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both, or "
+                "neither to use the role the server runs with"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_connections(self) -> "Settings":
+        # Each stream holds a connection: below the streams' cap, a burst would get the
+        # connection cap's refusals and admission control would never act.
+        if self.max_connections <= self.max_open_streams:
+            raise ValueError("MAX_CONNECTIONS must be above MAX_OPEN_STREAMS")
         return self
 
     @model_validator(mode="after")

@@ -7,9 +7,13 @@
 - `GET /chatkit/attachments/{id}/content|preview?exp&sig`: the bytes (a preview: a small
   WebP of an image, made once), for `<img>` and links, which cannot send a token; the
   signature is the permission.
+- `POST /chatkit/attachments/{id}/complete` (bearer token): with ATTACHMENT_STORAGE=s3,
+  where the browser PUTs two-phase uploads to the bucket, checks the file there (size,
+  type) at once rather than when a message first uses it.
 - `GET /chatkit/attachments/{id}` (bearer token): the owner's attachment with fresh links.
 """
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -19,6 +23,7 @@ from typing import Any
 from chatkit.types import Attachment
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Send
 
 from chatkit_backend.api.deps import ContextDep, Services, ServicesDep, authentication_attempt
 from chatkit_backend.api.multipart import Event, file_upload, multipart_events
@@ -26,6 +31,7 @@ from chatkit_backend.attachments import content as media_types
 from chatkit_backend.attachments.content import content_disposition
 from chatkit_backend.attachments.links import ATTACHMENTS_PATH, LinkKind
 from chatkit_backend.attachments.service import BAD_LINK, AttachmentService
+from chatkit_backend.attachments.storage import StorageUnavailable
 from chatkit_backend.auth.roles import authorize
 from chatkit_backend.chat.ids import check_id
 from chatkit_backend.errors import Forbidden, NotFound, PayloadTooLarge
@@ -45,9 +51,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer token"},
     403: {"description": "The role may not upload, or the link is invalid or expired"},
     409: {"description": "The two-phase upload already arrived"},
-    413: {"description": "Larger than MAX_ATTACHMENT_BYTES"},
+    413: {"description": "Larger than MAX_ATTACHMENT_BYTES, or past a byte quota"},
     415: {"description": "A type not in ALLOWED_ATTACHMENT_TYPES, or content not as claimed"},
-    429: {"description": "Over the request rate limit"},
+    429: {"description": "Over the request or upload rate, or too many unsent attachments"},
 }
 
 
@@ -71,8 +77,9 @@ def _multipart(request: Request, limit: int) -> AsyncGenerator[Event, None]:
 
 @router.post("", summary="Upload a file (direct upload)", responses=ERRORS)
 async def upload_direct(request: Request, context: ContextDep, services: ServicesDep) -> Response:
-    services.limiter.admit_request(context.owner)
+    await services.limiter.admit_request(context.owner)
     authorize("attachments.create", context.role)
+    await services.limiter.admit_upload(context.owner)
     limit = services.files.limits.max_bytes + MULTIPART_OVERHEAD_BYTES
     async with aclosing(_multipart(request, limit)) as events:
         attachment = await services.files.receive_direct(await file_upload(events), context)
@@ -97,7 +104,7 @@ async def _signed(
     request: Request, services: Services, kind: LinkKind, attachment_id: str, exp: str, sig: str
 ) -> AttachmentRecord:
     # The signature is the credential: bad links count against the address as bad tokens do.
-    with authentication_attempt(request, services.limiter):
+    async with authentication_attempt(request, services.limiter):
         return await _linked(services.files, kind, attachment_id, exp, sig)
 
 
@@ -111,11 +118,34 @@ async def upload_pending(
 ) -> Response:
     # The signature names the owner; a bearer token, if any, is not needed.
     record = await _signed(request, services, "upload", attachment_id, exp, sig)
-    services.limiter.admit_request(record.owner)
+    await services.limiter.admit_request(record.owner)
     limit = (record.size_bytes or 0) + MULTIPART_OVERHEAD_BYTES
     async with aclosing(_multipart(request, limit)) as events:
         attachment = await services.files.receive_pending(record, await file_upload(events))
     return _json(attachment)
+
+
+@router.post(
+    "/{attachment_id}/complete",
+    summary="Check a two-phase upload sent straight to the object store (S3)",
+    responses={
+        **ERRORS,
+        400: {"description": "Not uploaded yet, or not the declared size; a bad id"},
+        404: {"description": "Not the caller's attachment"},
+        503: {"description": "The object store is not answering"},
+    },
+)
+async def complete(attachment_id: str, context: ContextDep, services: ServicesDep) -> Response:
+    # Optional: a message that uses the attachment runs the same check. Asking here
+    # tells the client at once whether its file was taken.
+    await services.limiter.admit_request(context.owner)
+    authorize("attachments.create", context.role)
+    check_id(attachment_id, "attachment_id")
+    record = await services.files.records.load(attachment_id, context.owner)
+    if record is None:
+        raise NotFound(f"Attachment {attachment_id} not found")
+    record = await services.files.confirm_upload(record)
+    return _json(services.files.links.present(record.attachment, context))
 
 
 def _served_headers(name: str, size: int, expires: int, inline: bool) -> dict[str, str]:
@@ -141,7 +171,17 @@ async def _serve(
     if media_types.is_text_like(media_type):
         media_type += "; charset=utf-8"
     headers = _served_headers(attachment.name, size, expires, inline)
-    return StreamingResponse(chunks, media_type=media_type, headers=headers)
+    return FileResponse(chunks, media_type=media_type, headers=headers)
+
+
+class FileResponse(StreamingResponse):
+    """A stored file's bytes. Storage lost halfway through (an object store going down):
+    the response ends short of its Content-Length, so the client knows the file is
+    incomplete; the storage logged a warning, and no traceback follows."""
+
+    async def stream_response(self, send: Send) -> None:
+        with contextlib.suppress(StorageUnavailable):
+            await super().stream_response(send)
 
 
 @router.get("/{attachment_id}/content", summary="An attachment's bytes (signed link)")
@@ -179,7 +219,7 @@ async def preview(
 async def describe(
     attachment_id: str, context: ContextDep, services: ServicesDep
 ) -> dict[str, Any]:
-    services.limiter.admit_request(context.owner)
+    await services.limiter.admit_request(context.owner)
     check_id(attachment_id, "attachment_id")
     record = await services.files.records.load(attachment_id, context.owner)
     if record is None:

@@ -12,14 +12,12 @@ from chatkit_backend.ops.logs import current
 router = APIRouter()
 
 
-def require_json(request: Request) -> None:
+def require_json(request: Request, endpoint: str = "POST /chatkit") -> None:
     """ChatKit's client sends `application/json`. Anything else may be a page elsewhere
     posting a form or `text/plain`, which a browser sends across sites without asking."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":
-        raise UnsupportedMediaType(
-            "POST /chatkit takes a JSON body (Content-Type: application/json)"
-        )
+        raise UnsupportedMediaType(f"{endpoint} takes a JSON body (Content-Type: application/json)")
 
 
 @router.post(

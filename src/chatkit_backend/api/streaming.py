@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from chatkit_backend.api.deps import Services
 from chatkit_backend.chat.stream import KEEPALIVE_FRAME, error_frame
+from chatkit_backend.chat.turn import Turn
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import Unavailable
 from chatkit_backend.ops.shutdown import Drain
@@ -27,6 +28,8 @@ SHUTDOWN_MESSAGE = (
 )
 # Writes the stream's frames, handing each to the callable it is given.
 Producer = Callable[[Callable[[bytes], None]], Awaitable[None]]
+# The last frame of a stream that cannot go on: (message or None, whether to retry).
+FailureFrame = Callable[[str | None, bool], bytes]
 
 
 class StreamHooks(Protocol):
@@ -47,6 +50,9 @@ class EventStreamResponse(StreamingResponse):
     - On shutdown, an answer still open at the drain deadline is cancelled the same
       way, then the client gets an `error` event (retry allowed) and a clean end.
     - Frames that pile up while the client reads are written together, in one send.
+
+    `failure_frame` words those last frames: ChatKit's `error` event unless the stream
+    speaks another protocol (`POST /chatkit/api`).
     """
 
     media_type = "text/event-stream"
@@ -59,9 +65,11 @@ class EventStreamResponse(StreamingResponse):
         hooks: StreamHooks | None = None,
         keepalive_seconds: float | None = None,
         drain: Drain | None = None,
+        failure_frame: FailureFrame = error_frame,
     ) -> None:
         super().__init__((), headers=SSE_HEADERS)
         self.produce = produce
+        self.failure_frame = failure_frame
         self.on_close = on_close
         self.hooks = hooks
         self.keepalive_seconds = keepalive_seconds
@@ -138,10 +146,10 @@ class EventStreamResponse(StreamingResponse):
             except Exception as exc:
                 logger.warning("stream failed: %s", type(exc).__name__)
                 error = True
-                sender.send_nowait(error_frame())
+                sender.send_nowait(self.failure_frame(None, True))
         if scope.cancelled_caught:
             self.outcome = "drained"
-            sender.send_nowait(error_frame(SHUTDOWN_MESSAGE, allow_retry=True))
+            sender.send_nowait(self.failure_frame(SHUTDOWN_MESSAGE, True))
         else:
             self.outcome = "error" if error else "completed"
         self._close_hooks()
@@ -181,6 +189,21 @@ async def start_stream(
     services: Services, chatkit_request: ChatKitReq, context: RequestContext
 ) -> EventStreamResponse:
     """Refuse (503 draining, 429 slots, 503 overload, 404/409 thread) before any byte."""
+    turn, closed = await open_turn(services, chatkit_request, context)
+    return EventStreamResponse(
+        turn.run,
+        on_close=closed,
+        hooks=turn,
+        keepalive_seconds=services.settings.sse_keepalive_seconds,
+        drain=services.drain,
+    )
+
+
+async def open_turn(
+    services: Services, chatkit_request: ChatKitReq, context: RequestContext
+) -> tuple[Turn, Callable[[], None]]:
+    """The turn, opened once nothing refuses it (503 draining, 429 slots, 503 overload,
+    404/409 thread), and what frees its stream slot and admission ticket when it ends."""
     assert is_streaming_req(chatkit_request)
     if services.drain.draining:
         raise Unavailable("The server is restarting; try again in a moment", "shutting_down")
@@ -202,10 +225,4 @@ async def start_stream(
         slot.release()
         ticket.close()
 
-    return EventStreamResponse(
-        turn.run,
-        on_close=closed,
-        hooks=turn,
-        keepalive_seconds=services.settings.sse_keepalive_seconds,
-        drain=services.drain,
-    )
+    return turn, closed

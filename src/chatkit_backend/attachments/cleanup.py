@@ -1,6 +1,8 @@
 """Removing what no message will use: unsent attachments past their TTL, bytes without a
 record, and uploads abandoned halfway. Safe to run from several processes at once."""
 
+import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -10,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 
-from chatkit_backend.attachments.service import AttachmentService
-from chatkit_backend.attachments.storage import AttachmentStorage, LocalDiskStorage
+from chatkit_backend.attachments.service import AttachmentService, build_storage
+from chatkit_backend.attachments.storage import AttachmentStorage
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.attachments import AttachmentRecords
 from chatkit_backend.store.engine import open_engine
@@ -19,6 +21,8 @@ from chatkit_backend.store.engine import open_engine
 logger = logging.getLogger(__name__)
 
 BATCH = 500
+# The name of the task `cleaning` runs (to find it among a loop's tasks).
+CLEANUP_TASK = "attachment-cleanup"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +102,17 @@ async def cleaning(
     if interval <= 0:
         yield
         return
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(clean_up_every, interval, records, storage, unsent_ttl)
-        try:
-            yield
-        finally:
-            tasks.cancel_scope.cancel()
+    # A plain task, not a task group: a lifespan may be left from another task than the
+    # one that entered it (test fixtures do), which a task group's cancel scope refuses.
+    task = asyncio.create_task(
+        clean_up_every(interval, records, storage, unsent_ttl), name=CLEANUP_TASK
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def cleanup_schedule(
@@ -123,6 +132,6 @@ async def clean_up_once(settings: Settings) -> CleanupReport:
     async with open_engine(settings) as engine:
         return await clean_up(
             AttachmentRecords(engine),
-            LocalDiskStorage(settings.attachments_dir),
+            build_storage(settings),  # ATTACHMENT_STORAGE's disk or bucket
             timedelta(hours=settings.attachment_unsent_ttl_hours),
         )

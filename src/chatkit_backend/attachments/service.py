@@ -6,8 +6,11 @@ removed before the bytes, so a failure in between leaves at worst unreferenced b
 which `cleanup` sweeps.
 """
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 
 import anyio
@@ -24,14 +27,18 @@ from pydantic import AnyUrl
 from chatkit_backend.attachments import content as media_types
 from chatkit_backend.attachments.content import ContentSniffer, safe_name
 from chatkit_backend.attachments.links import AttachmentLinks, LinkKind, LinkSigner, signing_key
+from chatkit_backend.attachments.quotas import OverQuota, Quotas, quotas_from
+from chatkit_backend.attachments.s3_storage import S3Storage
 from chatkit_backend.attachments.storage import (
     AttachmentStorage,
     BlobExists,
     BlobMissing,
     BlobWriter,
+    DirectUploads,
     LocalDiskStorage,
+    StorageUnavailable,
 )
-from chatkit_backend.context import RequestContext
+from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.errors import (
     Conflict,
     Forbidden,
@@ -89,6 +96,11 @@ class Incoming:
 
 
 BAD_LINK = "This link is invalid or has expired"
+# In a pending upload's metadata (never shown to clients): when it was created, in Unix
+# seconds, so a check after its link died can tell that the quota no longer counts it.
+UPLOAD_CREATED = "upload_created"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +127,17 @@ class AttachmentService(AttachmentStore[RequestContext]):
         storage: AttachmentStorage,
         links: AttachmentLinks,
         limits: Limits,
+        quotas: Quotas,
+        direct: DirectUploads | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
+        # Set when two-phase uploads go from the browser to the storage itself (S3).
+        self.direct = direct
         self.links = links
         self.limits = limits
         self._making_previews = anyio.Lock()
+        self.quotas = quotas
 
     def generate_attachment_id(self, mime_type: str, context: RequestContext) -> str:
         return new_id("attachment")
@@ -140,13 +157,22 @@ class AttachmentService(AttachmentStore[RequestContext]):
             claim = media_types.accepted_claim(claim, self.limits.allowed_types)
         attachment_id = self.generate_attachment_id(claim, context)
         base = self._base(context)
-        upload_url = self.links.url("upload", attachment_id, context.owner, base)
         attachment = self._attachment(attachment_id, name, claim or "application/octet-stream")
-        attachment = self.links.present(attachment, context).model_copy(
+        if self.direct is not None:
+            # The browser PUTs the bytes to the bucket; `confirm_upload` checks them there.
+            ttl = timedelta(seconds=self.links.ttl["upload"])
+            upload_url = await self.direct.upload_url(attachment_id, ttl)
+            descriptor = AttachmentUploadDescriptor(url=upload_url, method="PUT")
+            attachment.metadata = {UPLOAD_CREATED: int(time.time())}
+        else:
             # The ChatKit client POSTs multipart/form-data with a `file` field here.
-            update={"upload_descriptor": AttachmentUploadDescriptor(url=upload_url, method="POST")}
+            upload_url = self.links.url("upload", attachment_id, context.owner, base)
+            descriptor = AttachmentUploadDescriptor(url=upload_url, method="POST")
+        attachment = self.links.present(attachment, context).model_copy(
+            update={"upload_descriptor": descriptor}
         )
-        await self.records.create(attachment, context.owner, input.size, uploaded=False)
+        # The declared size is held from now on: the bytes to come are already counted.
+        await self._create_within_quota(attachment, context.owner, input.size, uploaded=False)
         return attachment
 
     async def receive_pending(self, record: AttachmentRecord, upload: Upload) -> Attachment:
@@ -175,6 +201,75 @@ class AttachmentService(AttachmentStore[RequestContext]):
             raise Conflict("This attachment was deleted or uploaded meanwhile")
         return uploaded
 
+    async def confirm_upload(self, record: AttachmentRecord) -> AttachmentRecord:
+        """A two-phase upload the browser sent to the storage itself (S3), checked as one
+        through this server is: the declared size, a type its bytes bear out, and the
+        quota again if its link died meanwhile (the quota stopped counting it then).
+        Refused bytes are deleted; while the link lives, the file can be PUT again.
+
+        Runs when a message first uses the attachment, or when the client asks
+        (`POST .../complete`). Not uploaded yet (or not with S3): 400, as before."""
+        if record.uploaded:
+            return record
+        attachment = record.attachment
+        not_yet = InvalidRequest(f"Attachment {attachment.id} has not finished uploading")
+        if self.direct is None:
+            raise not_yet
+        try:
+            await self.direct.take_upload(attachment.id)
+            size, mime_type = await self._check_taken(record)
+        except BlobMissing:
+            raise not_yet from None
+        except RequestError as exc:
+            if exc.status < 500:  # refused for good, not an outage
+                await self._forget([attachment.id])
+            raise
+        metadata = {k: v for k, v in (attachment.metadata or {}).items() if k != UPLOAD_CREATED}
+        uploaded = attachment.model_copy(
+            update={"mime_type": mime_type, "upload_descriptor": None, "metadata": metadata or None}
+        )
+        if await self.records.mark_uploaded(uploaded, record.owner, size):
+            return AttachmentRecord(uploaded, record.owner, size, uploaded=True)
+        # Another request checked the same bytes meanwhile, and its record stands; or the
+        # attachment was deleted meanwhile, and these bytes are nobody's.
+        again = await self.records.load(attachment.id, record.owner)
+        if again is None:
+            await self._forget([attachment.id])
+            raise NotFound(f"Attachment {attachment.id} not found")
+        return again
+
+    async def _check_taken(self, record: AttachmentRecord) -> tuple[int, str]:
+        """The size and verified type of a taken upload, or the 4xx that refuses it."""
+        key = record.attachment.id
+        declared = record.size_bytes or 0
+        size = await self.storage.size(key)
+        if size != declared:
+            raise InvalidRequest(f"The upload has {size} bytes; {declared} were declared")
+        # The first bytes decide a binary type; text must be UTF-8 all the way through.
+        sniffer, head = ContentSniffer(), b""
+        chunks = self.storage.read_chunks(key)
+        try:
+            async for chunk in chunks:
+                sniffer.feed(chunk)
+                head = (head + chunk)[:16]
+                if media_types.magic_type(head) is not None:
+                    break
+        finally:
+            if isinstance(chunks, AsyncGenerator):  # left early: end its download now
+                await chunks.aclose()
+        mime_type = media_types.verified_type(
+            sniffer.result(), record.attachment.mime_type, self.limits.allowed_types
+        )
+        created = (record.attachment.metadata or {}).get(UPLOAD_CREATED)
+        live_after = self.quotas.live_after()
+        if isinstance(created, int) and created < live_after.timestamp():
+            # Not atomic with the update, unlike a new record's check: at worst two late
+            # checks of one owner's files at the same moment both fit.
+            usage = await self.records.usage(record.owner, live_after)
+            if refusal := self.quotas.refusal(usage, size):
+                raise refusal
+        return size, mime_type
+
     # Direct: one multipart request carries the bytes and makes the attachment.
 
     async def receive_direct(self, upload: Upload, context: RequestContext) -> Attachment:
@@ -185,8 +280,20 @@ class AttachmentService(AttachmentStore[RequestContext]):
         if claim not in media_types.GENERIC:
             claim = media_types.accepted_claim(claim, self.limits.allowed_types)
         attachment_id = self.generate_attachment_id(claim, context)
+        # The size is known only once the bytes are in: refuse a full quota before the
+        # first byte, and stop reading where the room left ends.
+        usage = await self.records.usage(context.owner, self.quotas.live_after())
+        if refusal := self.quotas.refusal(usage, 1):
+            raise refusal
+        room = self.quotas.room(usage)
+
+        def too_large() -> RequestError:
+            if room < self.limits.max_bytes:
+                return self.quotas.refusal(usage, room + 1) or self._too_large()
+            return self._too_large()
+
         async with Incoming(self.storage, attachment_id) as incoming:
-            await incoming.take(upload.chunks, self.limits.max_bytes, self._too_large)
+            await incoming.take(upload.chunks, min(room, self.limits.max_bytes), too_large)
             if incoming.size == 0:
                 raise InvalidRequest("The file is empty")
             mime_type = media_types.verified_type(
@@ -195,7 +302,8 @@ class AttachmentService(AttachmentStore[RequestContext]):
             await self._commit(incoming)
         attachment = self.links.present(self._attachment(attachment_id, name, mime_type), context)
         try:
-            await self.records.create(attachment, context.owner, incoming.size, uploaded=True)
+            # Counted again with the record: others may have used the room meanwhile.
+            await self._create_within_quota(attachment, context.owner, incoming.size, uploaded=True)
         except BaseException:
             await self._forget([attachment_id])
             raise
@@ -281,6 +389,25 @@ class AttachmentService(AttachmentStore[RequestContext]):
             )
         return FileAttachment(id=attachment_id, name=name, mime_type=mime_type)
 
+    async def _create_within_quota(
+        self, attachment: Attachment, owner: Owner, size: int, *, uploaded: bool
+    ) -> None:
+        quotas = self.quotas
+        created = await self.records.create(
+            attachment,
+            owner,
+            size,
+            uploaded=uploaded,
+            most=quotas.most,
+            live_after=quotas.live_after(),
+        )
+        if not created:
+            usage = await self.records.usage(owner, quotas.live_after())
+            # Room freed in between: still refused, as the insert saw it.
+            raise quotas.refusal(usage, size) or OverQuota(
+                "Your attachments are over their quota; send or delete some, then try again"
+            )
+
     def _too_large(self) -> RequestError:
         mib = self.limits.max_bytes / (1024 * 1024)
         return PayloadTooLarge(f"The file is larger than the {mib:g} MiB limit")
@@ -295,13 +422,28 @@ class AttachmentService(AttachmentStore[RequestContext]):
         # Shielded: a client hanging up must not leave the bytes behind.
         with anyio.CancelScope(shield=True):
             for attachment_id in attachment_ids:
-                await self.storage.delete(attachment_id)
+                try:
+                    await self.storage.delete(attachment_id)
+                except StorageUnavailable:
+                    # The records are gone, so these bytes are orphans: the cleanup's
+                    # sweep removes them once the storage answers again.
+                    logger.warning("attachment bytes left for the cleanup: storage unavailable")
+                    return
 
 
-def build_attachments(settings: Settings, records: AttachmentRecords) -> AttachmentService:
-    """The attachment service the settings describe."""
-    # Local disk for now; an S3-compatible `AttachmentStorage` would be chosen here.
-    storage = LocalDiskStorage(settings.attachments_dir)
+def build_storage(settings: Settings) -> LocalDiskStorage | S3Storage:
+    """Where attachment bytes live: ATTACHMENT_STORAGE (a local directory, or a bucket)."""
+    if settings.attachment_storage == "s3":
+        return S3Storage.from_settings(settings)
+    return LocalDiskStorage(settings.attachments_dir)
+
+
+def build_attachments(
+    settings: Settings, records: AttachmentRecords, storage: AttachmentStorage | None = None
+) -> AttachmentService:
+    """The attachment service the settings describe, on `storage` (else `build_storage`)."""
+    storage = storage if storage is not None else build_storage(settings)
+    direct = storage if isinstance(storage, DirectUploads) else None
     links = AttachmentLinks(
         LinkSigner(signing_key(settings)),
         settings.public_url,
@@ -309,4 +451,4 @@ def build_attachments(settings: Settings, records: AttachmentRecords) -> Attachm
         upload_ttl=settings.attachment_upload_ttl_seconds,
     )
     limits = Limits(settings.max_attachment_bytes, frozenset(settings.allowed_attachment_types))
-    return AttachmentService(records, storage, links, limits)
+    return AttachmentService(records, storage, links, limits, quotas_from(settings), direct)

@@ -8,15 +8,29 @@ import os
 import re
 import secrets
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
+
+from chatkit_backend.errors import Unavailable
 
 
 class BlobMissing(Exception):
     """No blob under that key."""
+
+
+class StorageUnavailable(Unavailable):
+    """The storage cannot be reached (an object store down, refusing our credentials): a
+    503 the client may retry, never a 500 with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "File storage is not answering; try again in a moment",
+            "storage_unavailable",
+            retry_after_seconds=5,
+        )
 
 
 class BlobExists(Exception):
@@ -65,6 +79,21 @@ class AttachmentStorage(Protocol):
 
     async def purge_incomplete(self, cutoff: datetime) -> int:
         """Remove writes abandoned before `cutoff` (a crash mid-upload); return how many."""
+
+
+@runtime_checkable
+class DirectUploads(Protocol):
+    """A storage that takes a two-phase upload's bytes from the browser itself (an object
+    store's presigned URL), so they never pass through the server."""
+
+    async def upload_url(self, key: str, ttl: timedelta) -> str:
+        """A URL the browser PUTs the blob `key`'s bytes to, valid for `ttl`. What arrives
+        there is not the blob yet: `take_upload` makes it one."""
+
+    async def take_upload(self, key: str) -> None:
+        """Make what was PUT to `key`'s upload URL the blob `key` (to be checked by the
+        caller: the URL accepts any bytes). Harmless once done; raises `BlobMissing`
+        when nothing arrived."""
 
 
 # Keys become file names: nothing that could climb out of the directory.

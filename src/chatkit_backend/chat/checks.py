@@ -1,5 +1,6 @@
 """Checks that must fail before a stream starts: a 4xx, not a broken stream."""
 
+from collections.abc import Awaitable, Callable
 from typing import assert_never
 
 from chatkit.store import NotFoundError
@@ -32,6 +33,7 @@ from chatkit_backend.chat.json_requests import ThreadsCreateEmptyReq
 from chatkit_backend.context import RequestContext
 from chatkit_backend.errors import InvalidRequest, NotFound, NotSupported
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.attachments import AttachmentRecord
 from chatkit_backend.store.sql_store import SQLStore
 
 MAX_TITLE_LENGTH = 500
@@ -44,9 +46,16 @@ MAX_ATTACHMENTS_PER_MESSAGE = 10
 class RequestChecker:
     """Refuses what would otherwise fail halfway through the SDK's handling."""
 
-    def __init__(self, store: SQLStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: SQLStore,
+        settings: Settings,
+        confirm_upload: Callable[[AttachmentRecord], Awaitable[AttachmentRecord]] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        # Checks a file the browser uploaded to the object store itself, on first use.
+        self.confirm_upload = confirm_upload
 
     async def check(
         self, request: ChatKitReq | ThreadsCreateEmptyReq, context: RequestContext
@@ -162,6 +171,8 @@ class RequestChecker:
             record = await self.store.attachments.load(attachment_id, context.owner)
             if record is None:
                 raise NotFound(f"Attachment {attachment_id} not found")
+            if not record.uploaded and self.confirm_upload is not None:
+                record = await self.confirm_upload(record)
             if not record.uploaded:
                 raise InvalidRequest(f"Attachment {attachment_id} has not finished uploading")
             # Deleting a thread deletes its attachments: one in two threads would vanish
