@@ -31,10 +31,13 @@ from tests.support.chat_client import ChatClient, assert_envelope, chat_client
 from tests.support.postgres import sqlite_url
 from tests.support.processes import run_cli
 
+# The server's own cleanup (on by default) would race the passes these tests run and count.
+NO_SCHEDULE = {"attachment_cleanup_interval_seconds": 0}
+
 
 @pytest.fixture
 async def chat(database_url: str, tmp_path: Path) -> AsyncIterator[ChatClient]:
-    async with chat_client(database_url, attachments_dir=str(tmp_path)) as client:
+    async with chat_client(database_url, attachments_dir=str(tmp_path), **NO_SCHEDULE) as client:
         yield client
 
 
@@ -184,7 +187,7 @@ async def test_cleanup_command(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     upgrade_to_head(url)
     files = tmp_path / "attachments"
-    async with chat_client(url, attachments_dir=str(files)) as chat:
+    async with chat_client(url, attachments_dir=str(files), **NO_SCHEDULE) as chat:
         sent = await uploaded(chat, "sent.txt", TEXT, "text/plain")
         await chat.stream("threads.create", input=message("keep", sent["id"]))
         unsent = await uploaded(chat, "unsent.txt", TEXT, "text/plain")

@@ -55,6 +55,9 @@ def files(postgres_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
                 # Every tampered link is a failure from one address: the limit would
                 # answer 429 before the checks this fuzzes.
                 failed_auth_per_minute=0,
+                # One owner makes every generated attachment: no quota or upload rate here.
+                attachment_uploads_per_minute=0,
+                attachment_quota_unsent_count=1_000_000,
             )
         )
         owner = await app.client(new_user(), "acme")

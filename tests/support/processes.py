@@ -86,7 +86,10 @@ class ServerProcess:
         own_session: bool = False,
     ) -> None:
         self.command = list(command)
-        self.env = dict(env)
+        # Run from the project folder, a test's server would otherwise sweep the
+        # developer's ./data/attachments against its own database (the cleanup's orphan
+        # pass); a test that wants the in-server cleanup sets it.
+        self.env = {"ATTACHMENT_CLEANUP_INTERVAL_SECONDS": "0", **env}
         self.log_path = log_path
         self.port = port
         self.name = name

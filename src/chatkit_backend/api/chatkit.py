@@ -48,7 +48,7 @@ async def chatkit_endpoint(
     info = current()
     if info is not None:
         info.owner = context.owner
-    services.limiter.admit_request(context.owner)
+    await services.limiter.admit_request(context.owner)
     require_json(request)
     body = await read_body(request, services.settings.max_body_bytes)
     chatkit_request = parse_request(body)
@@ -57,6 +57,8 @@ async def chatkit_endpoint(
         thread_id = getattr(chatkit_request.params, "thread_id", None)
         info.thread_id = thread_id if isinstance(thread_id, str) else None
     authorize(chatkit_request.type, context.role)
+    if chatkit_request.type == "attachments.create":
+        await services.limiter.admit_upload(context.owner)
     await services.checker.check(chatkit_request, context)
     if is_streaming(chatkit_request):
         # Then 503 while shutting down, 429 for stream slots, 409 for a busy thread.

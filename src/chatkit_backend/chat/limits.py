@@ -1,15 +1,17 @@
 """Abuse limits: requests per minute and concurrent streams per user, and failed
 authentication per client address.
 
-The counts live in this process. With several workers or replicas each counts on its
-own, so a user can reach the limits once per process; a shared limiter can replace
-this one behind the `Limiter` protocol.
+Two implementations behind the `Limiter` protocol, chosen in app.py: `InProcessLimiter`
+counts in this process (with several workers or replicas each counts on its own, so a
+user can reach the limits once per process), `RedisLimiter` (chat/redis_limits.py, with
+REDIS_URL) counts in Redis, once for every process that shares it.
 """
 
 import ipaddress
 import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -29,6 +31,30 @@ UNKNOWN_ADDRESS = "unknown"
 Key = TypeVar("Key", bound=Hashable)
 
 
+# The refusals, worded the same whichever limiter counts.
+def too_many_requests(wait: float) -> TooManyRequests:
+    return TooManyRequests("Too many requests; try again shortly", math.ceil(wait))
+
+
+def too_many_streams(per_user: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"You already have {per_user} answers in progress; wait for one to finish",
+        retry_after_seconds=STREAM_RETRY_AFTER_SECONDS,
+    )
+
+
+def too_many_uploads(per_minute: int, wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        f"Too many uploads: at most {per_minute} a minute; try again shortly", math.ceil(wait)
+    )
+
+
+def too_many_failures(wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        "Too many failed sign-ins from your address; try again shortly", math.ceil(wait)
+    )
+
+
 class StreamLease:
     """One open stream of one user. Releasing twice is harmless."""
 
@@ -42,22 +68,36 @@ class StreamLease:
 
 
 class Limiter(Protocol):
-    """What the API layer needs from a limiter."""
+    """What the API layer needs from a limiter.
 
-    def admit_request(self, owner: Owner) -> None:
+    Asynchronous, since a shared limiter asks another server. Any method may also raise
+    `Unavailable` (503) when the counts cannot be reached and the limiter is set to
+    refuse then (REDIS_FAILURE=closed).
+    """
+
+    async def admit_request(self, owner: Owner) -> None:
         """Count one request; raise `TooManyRequests` when the owner is over the rate."""
 
-    def open_stream(self, owner: Owner) -> StreamLease:
-        """Take a stream slot; raise `TooManyRequests` when all are in use."""
+    async def open_stream(self, owner: Owner) -> StreamLease:
+        """Take a stream slot; raise `TooManyRequests` when all are in use. The lease's
+        `release` must be called however the stream ends."""
 
-    def admit_unverified(self, address: str) -> None:
+    async def admit_upload(self, owner: Owner) -> None:
+        """Count one new attachment (on top of its request); raise `TooManyRequests` when
+        the owner is over the upload rate."""
+
+    async def admit_unverified(self, address: str) -> None:
         """Count one request from `address` whose credentials are not checked yet, as a
         failure until `release_unverified`; raise `TooManyRequests` when the address has
         failed too often, before anything is checked."""
 
-    def release_unverified(self, address: str) -> None:
+    async def release_unverified(self, address: str) -> None:
         """The request `admit_unverified` counted did not fail authentication (its
         credentials held, or they could not be checked): uncount it."""
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """What runs while the app serves (the app's lifespan): for a shared limiter,
+        keeping this process's stream slots alive, and giving them back at the end."""
 
 
 @dataclass(slots=True)
@@ -171,10 +211,7 @@ class FailedAuthLimiter:
             return
         wait = self.rate.take(address)
         if wait > 0:
-            raise TooManyRequests(
-                "Too many failed sign-ins from your address; try again shortly",
-                retry_after_seconds=math.ceil(wait),
-            )
+            raise too_many_failures(wait)
 
     def release(self, address: str) -> None:
         if self.rate is not None:
@@ -192,34 +229,46 @@ class InProcessLimiter:
         clock: Callable[[], float] = time.monotonic,
         *,
         failed_auth_per_minute: int = 0,
+        uploads_per_minute: int = 0,
     ) -> None:
         self.rate: RateLimiter[Owner] = RateLimiter(requests_per_minute, clock)
         self.streams = StreamSlots(streams_per_user)
         self.failed_auth = FailedAuthLimiter(failed_auth_per_minute, clock)
+        # Uploads write to disk, which requests do not: a bucket of their own, far
+        # smaller. 0: uploads count only as requests.
+        self.uploads: RateLimiter[Owner] | None = (
+            RateLimiter(uploads_per_minute, clock) if uploads_per_minute else None
+        )
 
-    def admit_request(self, owner: Owner) -> None:
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        # Nothing to keep alive: the counts end with the process.
+        yield
+
+    async def admit_request(self, owner: Owner) -> None:
         wait = self.rate.take(owner)
         if wait > 0:
-            raise TooManyRequests(
-                "Too many requests; try again shortly", retry_after_seconds=math.ceil(wait)
-            )
+            raise too_many_requests(wait)
 
-    def open_stream(self, owner: Owner) -> StreamLease:
+    async def open_stream(self, owner: Owner) -> StreamLease:
         lease = self.streams.acquire(owner)
         if lease is None:
-            raise TooManyRequests(
-                f"You already have {self.streams.per_user} answers in progress; "
-                "wait for one to finish",
-                retry_after_seconds=STREAM_RETRY_AFTER_SECONDS,
-            )
+            raise too_many_streams(self.streams.per_user)
         return lease
 
     def open_streams(self, owner: Owner) -> int:
         """How many streams the caller has open (for tests and diagnostics)."""
         return self.streams.open_count(owner)
 
-    def admit_unverified(self, address: str) -> None:
+    async def admit_upload(self, owner: Owner) -> None:
+        if self.uploads is None:
+            return
+        wait = self.uploads.take(owner)
+        if wait > 0:
+            raise too_many_uploads(int(self.uploads.capacity), wait)
+
+    async def admit_unverified(self, address: str) -> None:
         self.failed_auth.admit(address)
 
-    def release_unverified(self, address: str) -> None:
+    async def release_unverified(self, address: str) -> None:
         self.failed_auth.release(address)

@@ -1,5 +1,6 @@
-"""Attachment records beyond the SDK's `Store`: upload state, owners, cleanup queries."""
+"""Attachment records beyond the SDK's `Store`: upload state, owners, quotas, cleanup."""
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -7,13 +8,16 @@ from typing import Any
 
 from chatkit.types import Attachment, ThreadItem, UserMessageItem
 from pydantic import TypeAdapter
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.store.tables import ATTACHMENTS, owned
 
 _ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
+# The first key of PostgreSQL's two-key advisory locks taken for quotas (any constant:
+# it keeps these apart from other uses of advisory locks).
+_QUOTA_LOCKS = 0x41_54_43_51  # "ATCQ"
 
 # How a loaded attachment is shown to its owner (with fresh signed links); the store
 # keeps it as saved.
@@ -50,6 +54,37 @@ _COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one owner's attachments hold, as the quotas count it; also a quota's limits.
+
+    Unsent: not in a sent message (as the cleanup decides: no thread), including two-phase
+    uploads whose bytes are still to come, counted at their declared size. A pending
+    upload whose link expired (`live_after`) holds nothing: its bytes can never arrive.
+    """
+
+    unsent_count: int
+    unsent_bytes: int
+    total_bytes: int
+
+
+def _usage_columns(live_after: datetime) -> tuple[ColumnElement[Any], ...]:
+    live = or_(ATTACHMENTS.c.uploaded_at.is_not(None), ATTACHMENTS.c.created_at >= live_after)
+    unsent = and_(live, ATTACHMENTS.c.thread_id.is_(None))
+    size = func.coalesce(ATTACHMENTS.c.size_bytes, 0)
+    return (
+        func.coalesce(func.sum(case((unsent, 1), else_=0)), 0).label("unsent_count"),
+        func.coalesce(func.sum(case((unsent, size), else_=0)), 0).label("unsent_bytes"),
+        func.coalesce(func.sum(case((live, size), else_=0)), 0).label("total_bytes"),
+    )
+
+
+def _owner_lock_key(owner: Owner) -> int:
+    """A 32-bit key per owner; two owners sharing one only wait for each other."""
+    name = f"{owner.tenant_id}\0{owner.user_id}".encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=4).digest(), "big", signed=True)
+
+
 def _record(row: Any) -> AttachmentRecord:
     return AttachmentRecord(
         attachment=_ATTACHMENT.validate_json(row.data),
@@ -66,22 +101,61 @@ class AttachmentRecords:
         self.engine = engine
 
     async def create(
-        self, attachment: Attachment, owner: Owner, size_bytes: int, *, uploaded: bool
-    ) -> None:
-        """Insert a new record: uploaded (direct upload) or waiting for its bytes."""
+        self,
+        attachment: Attachment,
+        owner: Owner,
+        size_bytes: int,
+        *,
+        uploaded: bool,
+        most: Usage,
+        live_after: datetime,
+    ) -> bool:
+        """Insert a new record, uploaded (direct upload) or waiting for its bytes, unless
+        the owner's usage with it would pass `most` (see `Usage`): then False.
+
+        The sums and the insert are one statement, so the quota holds exactly, also
+        across workers: SQLite lets one writer in at a time; on PostgreSQL, where two
+        statements at once would each not see the other's row, the owner's inserts take
+        turns on a transaction-scoped advisory lock first.
+        """
         now = datetime.now(UTC)
-        insert = ATTACHMENTS.insert().values(
-            id=attachment.id,
-            tenant_id=owner.tenant_id,
-            user_id=owner.user_id,
-            thread_id=attachment.thread_id,
-            created_at=now,
-            data=attachment.model_dump_json(),
-            size_bytes=size_bytes,
-            uploaded_at=now if uploaded else None,
+        row = {
+            "id": attachment.id,
+            "tenant_id": owner.tenant_id,
+            "user_id": owner.user_id,
+            "thread_id": attachment.thread_id,
+            "created_at": now,
+            "data": attachment.model_dump_json(),
+            "size_bytes": size_bytes,
+            "uploaded_at": now if uploaded else None,
+        }
+        usage = (
+            select(*_usage_columns(live_after)).where(owned(ATTACHMENTS, owner)).subquery("usage")
         )
+        values = (
+            select(*(literal(value, ATTACHMENTS.c[name].type) for name, value in row.items()))
+            .select_from(usage)
+            .where(
+                usage.c.unsent_count + 1 <= most.unsent_count,
+                usage.c.unsent_bytes + size_bytes <= most.unsent_bytes,
+                usage.c.total_bytes + size_bytes <= most.total_bytes,
+            )
+        )
+        insert = ATTACHMENTS.insert().from_select(list(row), values)
         async with self.engine.begin() as conn:
-            await conn.execute(insert)
+            if conn.dialect.name == "postgresql":
+                lock = func.pg_advisory_xact_lock(_QUOTA_LOCKS, _owner_lock_key(owner))
+                await conn.execute(select(lock))
+            result = await conn.execute(insert)
+        return bool(result.rowcount)
+
+    async def usage(self, owner: Owner, live_after: datetime) -> Usage:
+        """What the owner's attachments hold now (see `Usage`): one indexed aggregate."""
+        query = select(*_usage_columns(live_after)).where(owned(ATTACHMENTS, owner))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).one()
+        # PostgreSQL sums BIGINT as NUMERIC.
+        return Usage(int(row.unsent_count), int(row.unsent_bytes), int(row.total_bytes))
 
     async def load(self, attachment_id: str, owner: Owner) -> AttachmentRecord | None:
         """The owner's record, or None for an id that is not theirs or does not exist."""
