@@ -182,7 +182,7 @@ async def plain_endpoint(request: Request, services: ServicesDep, context: Conte
     info = current()
     if info is not None:
         info.owner = context.owner
-    services.limiter.admit_request(context.owner)
+    await services.limiter.admit_request(context.owner)
     require_json(request, f"POST {PATH}")
     plain = parse_plain(await read_body(request, services.settings.max_body_bytes))
     chatkit_request = plain.as_chatkit()

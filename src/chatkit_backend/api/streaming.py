@@ -207,7 +207,7 @@ async def open_turn(
     assert is_streaming_req(chatkit_request)
     if services.drain.draining:
         raise Unavailable("The server is restarting; try again in a moment", "shutting_down")
-    slot = services.limiter.open_stream(context.owner)
+    slot = await services.limiter.open_stream(context.owner)
     try:
         ticket = services.admission.admit()
     except BaseException:
