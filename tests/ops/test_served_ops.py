@@ -1,7 +1,6 @@
 """Real `chatkit-backend serve` processes: SIGTERM mid-stream, one answer per thread
 across two processes on PostgreSQL, and a PostgreSQL restart under a running server."""
 
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -239,11 +238,14 @@ def test_a_postgres_restart_fails_requests_cleanly_and_the_server_recovers(
 
 
 def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
-    env = _sqlite(tmp_path, METRICS_TOKEN="scrape-token-0123456789")
+    # A temporary folder of its own: other servers on the machine make such folders too.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = _sqlite(tmp_path, METRICS_TOKEN="scrape-token-0123456789", TMPDIR=str(scratch))
     auth = {"Authorization": "Bearer scrape-token-0123456789"}
 
     def shared_dirs() -> set[Path]:
-        return set(Path(tempfile.gettempdir()).glob("chatkit-metrics-*"))
+        return set(scratch.glob("chatkit-metrics-*"))
 
     before = shared_dirs()
     with serving(env, CLI, "serve", "--workers", "2") as server:
