@@ -14,6 +14,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.engine import create_engine
+from chatkit_backend.store.migrations import VERSION_TABLE, adopt_legacy_version
 from chatkit_backend.store.tables import metadata
 
 config = context.config
@@ -40,10 +41,19 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     return False
 
 
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Autogenerate compares our tables only: the database may also hold the tables of
+    an app that includes our routers, which are not ours to drop."""
+    return type_ != "table" or name in target_metadata.tables
+
+
 def configure_options(url: str) -> dict[str, Any]:
     """Options shared by online, offline and the tests' schema comparison."""
     return {
         "target_metadata": target_metadata,
+        # Apart from `alembic_version`, which an app sharing the database keeps for its own.
+        "version_table": VERSION_TABLE,
+        "include_name": include_name,
         "compare_type": True,
         # SQLite can't ALTER most things; batch mode rebuilds the table instead.
         "render_as_batch": make_url(url).get_backend_name() == "sqlite",
@@ -72,6 +82,8 @@ def do_run_migrations(connection: Connection, url: str) -> None:
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     context.configure(connection=connection, **configure_options(url))
     with context.begin_transaction():
+        # Databases migrated before our history had its own table keep it in alembic_version.
+        adopt_legacy_version(connection)
         context.run_migrations()
     if sqlite:
         violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

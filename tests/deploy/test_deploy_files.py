@@ -273,6 +273,6 @@ def test_migrate_command_from_the_image_layout(image_layout: Path, tmp_path: Pat
         assert result.returncode == 0, result.stderr
 
     with closing(sqlite3.connect(database)) as connection:
-        (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        (version,) = connection.execute("SELECT version_num FROM chatkit_alembic_version").fetchone()
     assert set(metadata.tables) <= tables(database)
     assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()

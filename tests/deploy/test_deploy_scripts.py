@@ -18,7 +18,7 @@ def test_migrate_script_migrates_and_is_idempotent(image_layout: Path, tmp_path:
     for _ in range(2):
         result = run_in(image_layout, str(image_layout / "docker" / "migrate.sh"), env=env)
         assert result.returncode == 0, result.stderr
-    assert {"threads", "items", "alembic_version"} <= tables(database)
+    assert {"threads", "items", "chatkit_alembic_version"} <= tables(database)
 
 
 def test_migrate_script_gives_up_when_the_database_never_answers(image_layout: Path) -> None:

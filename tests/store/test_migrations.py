@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, insert, inspect, select
 
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.migrations import alembic_config, upgrade_to_head
+from chatkit_backend.store.migrations import VERSION_TABLE, alembic_config, upgrade_to_head
 from chatkit_backend.store.tables import ThreadRow, metadata
 from tests.support.needs import require_postgres
 from tests.support.postgres import fresh_postgres_database, sqlite_url
@@ -57,6 +57,7 @@ def _schema_diff(url: str) -> list[Any]:
                 "target_metadata": metadata,
                 "compare_type": True,
                 "render_as_batch": connection.dialect.name == "sqlite",
+                "version_table": VERSION_TABLE,
             },
         )
         return list(compare_metadata(context, metadata))
@@ -80,7 +81,7 @@ def test_downgrade_to_base_then_upgrade_again(empty_database_url: str) -> None:
     command.upgrade(config, "head")
 
     command.downgrade(config, "base")
-    assert _table_names(empty_database_url) == {"alembic_version"}
+    assert _table_names(empty_database_url) == {"chatkit_alembic_version"}
     assert _schema_diff(empty_database_url) != []  # the comparison does see a gap
 
     command.upgrade(config, "head")
@@ -119,7 +120,9 @@ async def test_upgrade_from_running_event_loop(tmp_path: Path) -> None:
     upgrade_to_head(url)
 
     def diff(connection: Connection) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
         return list(compare_metadata(context, metadata))
 
     assert await _run(url, diff) == []

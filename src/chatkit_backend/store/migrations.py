@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 MIGRATE_COMMAND = "chatkit-backend migrate"
+# Our own, so an app that includes our routers can keep its own Alembic history in the
+# same database: Alembic's default `alembic_version` is the host's. (Spelled out in the
+# SQL below: table names cannot be bound parameters.)
+VERSION_TABLE = "chatkit_alembic_version"
+# Where versions before 0.2 kept our revision; `adopt_legacy_version` moves it.
+LEGACY_VERSION_TABLE = "alembic_version"
 # Told to HTTP clients (and so to whoever reads the web client's error) as it is.
 NOT_MIGRATED_MESSAGE = f"The database schema is missing or out of date; run `{MIGRATE_COMMAND}`"
 
@@ -41,8 +47,18 @@ NOT_MIGRATED_MESSAGE = f"The database schema is missing or out of date; run `{MI
 
 
 def _alembic_ini() -> Path:
+    # Beside src/ first: run from another project's folder (an app that includes our
+    # routers), the alembic.ini found there is that project's, not ours.
+    beside_source = _PROJECT_ROOT / "alembic.ini"
+    if beside_source.is_file():
+        return beside_source
     ini = Path("alembic.ini")
-    return ini if ini.is_file() else _PROJECT_ROOT / "alembic.ini"
+    return ini if ini.is_file() and _ours(ini) else beside_source
+
+
+def _ours(ini: Path) -> bool:
+    env = ini.parent / "alembic" / "env.py"
+    return env.is_file() and "chatkit_backend.store" in env.read_text(encoding="utf-8")
 
 
 def alembic_config(database_url: str | None = None) -> "Config":
@@ -58,7 +74,9 @@ def alembic_config(database_url: str | None = None) -> "Config":
 
 
 def upgrade_to_head(database_url: str | None = None) -> None:
-    """Bring the database to the newest schema."""
+    """Bring the database to the newest schema. Also for an app that includes our
+    routers, from its own migrations or start-up: our history is kept in
+    `chatkit_alembic_version`, apart from the app's."""
     from alembic import command
 
     command.upgrade(alembic_config(database_url), "head")
@@ -114,7 +132,7 @@ def _revision_ids(path: Path) -> tuple[str, tuple[str, ...]] | None:
 class SchemaState:
     """A database's Alembic revision against the code's."""
 
-    revision: str | None  # the database's; None when it has no alembic_version row
+    revision: str | None  # the database's; None when it has no version row of ours
     code: CodeRevisions | None
 
     @property
@@ -155,10 +173,57 @@ class SchemaState:
 
 def _revision(connection: Connection) -> str | None:
     # What Alembic's MigrationContext.get_current_revision reads, without importing it.
-    if not inspect(connection).has_table("alembic_version"):
+    tables = inspect(connection)
+    if tables.has_table(VERSION_TABLE):
+        found: str | None = connection.execute(
+            text("SELECT version_num FROM chatkit_alembic_version")
+        ).scalar()
+        return found
+    # Migrated before our history had a table of its own: still our schema, moved by
+    # the next `migrate`.
+    return _legacy_revision(connection)
+
+
+def _legacy_revision(connection: Connection) -> str | None:
+    """Our revision in `alembic_version`, where versions before 0.2 kept it; None when
+    that table is missing, empty or holds someone else's revision."""
+    if not inspect(connection).has_table(LEGACY_VERSION_TABLE):
         return None
-    found: str | None = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    return found
+    rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    code = code_revisions()
+    ours = [row for row in rows if code is not None and row in code.known]
+    return ours[0] if len(ours) == 1 else None
+
+
+def adopt_legacy_version(connection: Connection) -> str | None:
+    """Before migrating (env.py): move our revision from `alembic_version` to
+    `chatkit_alembic_version`, dropping the old table when nothing else is left in it.
+    Returns the revision moved, if any. A host's revisions there are left alone."""
+    if inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revision = _legacy_revision(connection)
+    if revision is None:
+        return None
+    connection.execute(
+        text(
+            # As Alembic makes it, so its later upgrades find what they expect.
+            "CREATE TABLE chatkit_alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT chatkit_alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    connection.execute(
+        text("INSERT INTO chatkit_alembic_version (version_num) VALUES (:revision)"),
+        {"revision": revision},
+    )
+    connection.execute(
+        text("DELETE FROM alembic_version WHERE version_num = :revision"),
+        {"revision": revision},
+    )
+    left = connection.execute(text("SELECT count(*) FROM alembic_version")).scalar()
+    if not left:
+        connection.execute(text("DROP TABLE alembic_version"))
+    logger.info("moved revision %s from %s to %s", revision, LEGACY_VERSION_TABLE, VERSION_TABLE)
+    return revision
 
 
 async def read_schema_state(conn: AsyncConnection) -> SchemaState:
