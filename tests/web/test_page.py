@@ -1,5 +1,6 @@
 """GET / and its static files over HTTP: headers, the page's config, what the files load."""
 
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -129,3 +130,35 @@ def test_the_builtin_client_fetches_nothing_from_elsewhere() -> None:
         if path.suffix in (".js", ".css", ".html"):
             assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]", path.read_text()), path.name
             assert "@import" not in path.read_text(), path.name
+
+
+async def test_the_vendored_libraries_are_served_as_scripts(sqlite_database_url: str) -> None:
+    # render.js imports them by these names, as modules: a wrong type and the page breaks.
+    async with web_client(sqlite_database_url, web_ui="builtin") as http:
+        for name in ("marked.esm.js", "purify.es.mjs"):
+            response = await http.get(f"/web/vendor/{name}")
+            assert response.status_code == 200, name
+            assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+            assert response.content == (WEB / "vendor" / name).read_bytes()
+        for missing in ("/web/vendor/README.md", "/web/vendor/..%2F..%2Fapp.py", "/web/vendor/"):
+            assert (await http.get(missing)).status_code == 404, missing
+    render = (WEB / "render.js").read_text()
+    assert 'from "./vendor/marked.esm.js"' in render
+    assert 'from "./vendor/purify.es.mjs"' in render
+
+
+def test_the_vendored_files_are_the_ones_their_readme_names() -> None:
+    # An update that forgets the README (versions, checksums) fails here.
+    vendor = WEB / "vendor"
+    readme = (vendor / "README.md").read_text()
+    listed = dict(
+        (name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, re.M)
+    )
+    scripts = sorted(p.name for p in vendor.iterdir() if p.suffix in (".js", ".mjs"))
+    assert sorted(listed) == scripts
+    for name, digest in listed.items():
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+        # Self-contained: a library that imported anything would load it from elsewhere.
+        assert not re.search(r"^\s*import\b|\bimport\(", (vendor / name).read_text(), re.M), name
+    for license_file in ("marked.LICENSE.md", "dompurify.LICENSE", "dompurify.LICENSE-MPL"):
+        assert (vendor / license_file).is_file(), license_file

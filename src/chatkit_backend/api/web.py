@@ -21,6 +21,7 @@ CHATKIT_ORIGIN = "https://cdn.platform.openai.com"
 CONFIG_PLACEHOLDER = "{{CONFIG_JSON}}"
 CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
@@ -34,16 +35,18 @@ class Asset:
 
 
 def load_assets() -> tuple[str, dict[str, Asset]]:
-    """The page template and every static file, read once from the installed package."""
+    """The page template and every static file, read once from the installed package:
+    the client's own files, and the libraries it uses under `vendor/`."""
     folder = resources.files("chatkit_backend") / "web"
     template = (folder / "index.html").read_text(encoding="utf-8")
     assets: dict[str, Asset] = {}
-    for entry in folder.iterdir():
-        suffix = "." + entry.name.rpartition(".")[2]
-        if entry.is_file() and suffix in CONTENT_TYPES:
-            body = entry.read_bytes()
-            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            assets[entry.name] = Asset(body, CONTENT_TYPES[suffix], etag)
+    for prefix, directory in (("", folder), ("vendor/", folder / "vendor")):
+        for entry in directory.iterdir():
+            suffix = "." + entry.name.rpartition(".")[2]
+            if entry.is_file() and suffix in CONTENT_TYPES:
+                body = entry.read_bytes()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+                assets[prefix + entry.name] = Asset(body, CONTENT_TYPES[suffix], etag)
     return template, assets
 
 
@@ -111,7 +114,8 @@ def web_router(settings: Settings) -> APIRouter:
     async def index() -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers=page_headers)
 
-    @router.get("/web/{name}")
+    # `:path`, for vendor/ names; only names in `assets` are served, so no `..` gets out.
+    @router.get("/web/{name:path}")
     async def asset(name: str, request: Request) -> Response:
         found = assets.get(name)
         if found is None:
