@@ -4,6 +4,7 @@ The server runs WEB_UI=builtin, so the page runs under its strictest policy and 
 make no request beyond the server (the fallback from ChatKit is in test_chatkit_page).
 """
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -224,3 +225,74 @@ async def test_an_image_upload_shows_its_preview(tab: Tab, served: str) -> None:
     await expect(shown).to_have_attribute("alt", "red.png")
     assert await shown.evaluate("img => img.decode().then(() => img.naturalWidth)") == 48
     await expect(page.locator("#pending li")).to_have_count(0)
+
+
+def current_row(page: Any) -> Any:
+    return page.locator("#thread-list a[aria-current=page]")
+
+
+async def same_title(page: Any, title: str) -> None:
+    """The header and the current thread's (one) row in the list say `title`."""
+    await expect(page.locator("#thread-title")).to_have_text(title)
+    await expect(current_row(page)).to_have_text(title)
+    thread_id = await current_row(page).evaluate("link => link.closest('li').dataset.id")
+    rows = page.locator(f'#thread-list li[data-id="{thread_id}"]')
+    await expect(rows).to_have_count(1)
+
+
+async def test_a_stopped_first_answer_leaves_one_fallback_title(tab: Tab) -> None:
+    # Stopped before its title was made: the thread has none, and both places say so alike.
+    page = tab.page
+    await send(page, "Stop me before I get a title " + "please " * 20)
+    await expect(page.locator(".item.assistant.streaming .part")).not_to_have_text("")
+    await page.get_by_role("button", name="Stop").click()
+    await expect(page.locator(".item.assistant.stopped")).to_have_count(1)
+    await same_title(page, "Untitled chat")
+    await page.reload()
+    await same_title(page, "Untitled chat")
+
+    # The next answer brings the title; both places take it.
+    await send(page, "Now finish")
+    await finished(page)
+    await same_title(page, "Now finish")
+
+
+async def test_the_header_and_the_list_agree_when_the_list_crosses_a_new_thread(
+    browser: Any, served: str
+) -> None:
+    # The page asks for the thread list as it opens; here that answer is held back until
+    # the first message's thread exists, and reaches the page before the thread's own
+    # events do (as on a slow network): the page must still show one row, titled alike.
+    held: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def hold(route: Any) -> None:
+        body = route.request.post_data_json or {}
+        if body.get("type") in ("threads.list", "threads.create"):
+            await held.put(route)
+        else:
+            await route.continue_()
+
+    async with new_tab(browser) as opened:
+        page = opened.page
+        await opened.context.route(f"{served}/chatkit", hold)
+        await page.goto(served)
+        listing = await held.get()
+        await expect(page.locator("#ui-label")).to_have_text("Built-in client")
+        await send(page, "Crossing the list")
+        creating = await held.get()
+        created = await creating.fetch()  # the whole answer: the thread is made and titled
+        await listing.fulfill(response=await listing.fetch())
+        await expect(thread_row(page, "Crossing the list")).to_have_count(1)
+        await creating.fulfill(response=created)
+        await finished(page)
+        await same_title(page, "Crossing the list")
+        await expect(thread_row(page, "Crossing the list")).to_have_count(1)
+    assert opened.outside.requests == []
+
+
+async def test_the_first_answer_titles_the_header_and_the_list_alike(tab: Tab) -> None:
+    page = tab.page
+    await expect(page.locator("#thread-title")).to_have_text("New chat")  # no thread yet
+    await send(page, "Title me alike")
+    await finished(page)
+    await same_title(page, "Title me alike")

@@ -3,13 +3,17 @@
 import { ApiError } from "./api.js";
 import { PendingAttachments } from "./attachments.js";
 import {
-  appendDelta, el, icon, iconButton, renderError, renderItem, renderNotice, setPart,
-  showFeedback, updateTask,
+  el, icon, iconButton, renderError, renderItem, renderNotice, setPart, showFeedback,
+  streamPart, updateTask,
 } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const THREADS_PAGE = 30;
 const ITEMS_PAGE = 50;
+// A thread the server has no title for (yet), in the header and the list alike.
+const UNTITLED = "Untitled chat";
+// The header before there is a thread: the start screen.
+const NO_THREAD = "New chat";
 
 export function startBuiltin({ api, prompts }) {
   new ChatApp(api, prompts).start();
@@ -28,6 +32,11 @@ class ChatApp {
     this.view = 0; // bumped on every thread switch, so late answers for another are dropped
     this.threadsAfter = null;
     this.itemsAfter = null;
+    // Thread id -> its title as the server last gave one (null: none yet). The header and
+    // the list both show it from here, so they cannot disagree.
+    this.titles = new Map();
+    this.following = true; // the reader is at the bottom: new text scrolls into view
+    this.followAnswer = () => this.scrollToEnd(false);
   }
 
   start() {
@@ -42,6 +51,7 @@ class ChatApp {
       $("prompts").append(button);
     }
     window.addEventListener("hashchange", () => this.openFromHash());
+    $("scroller").addEventListener("scroll", () => (this.following = this.nearEnd()));
     this.loadThreads();
     this.openFromHash();
     $("composer-input").focus();
@@ -66,6 +76,7 @@ class ChatApp {
       const list = $("thread-list");
       const shown = new Map([...list.children].map((li) => [li.dataset.id, li]));
       const rows = page.data.map((thread) => shown.get(thread.id) || this.threadRow(thread));
+      for (const thread of page.data) this.learnTitle(thread);
       if (more) {
         list.append(...rows);
       } else {
@@ -92,22 +103,36 @@ class ChatApp {
       iconButton("pencil", "Rename", () => this.rename(li)),
       iconButton("trash", "Delete", () => this.remove(li)),
     );
-    this.titleRow(li, thread.title);
+    this.learnTitle(thread);
+    this.titleRow(li, this.titleOf(thread.id));
     return li;
   }
 
-  titleRow(li, title) {
-    const text = title || "Untitled chat";
+  titleRow(li, text) {
     li.querySelector(".thread-open").textContent = text;
     const [rename, remove] = li.querySelectorAll(".thread-actions button");
     rename.setAttribute("aria-label", `Rename “${text}”`);
     remove.setAttribute("aria-label", `Delete “${text}”`);
   }
 
-  setTitle(id, title) {
-    const li = $("thread-list").querySelector(`li[data-id="${CSS.escape(id)}"]`);
-    if (li) this.titleRow(li, title);
-    if (id === this.threadId) $("thread-title").textContent = title || "Untitled chat";
+  row(id) {
+    return $("thread-list").querySelector(`li[data-id="${CSS.escape(id)}"]`);
+  }
+
+  titleOf(id) {
+    return this.titles.get(id) || UNTITLED;
+  }
+
+  /**
+   * A thread as the server sent it (threads.list, threads.get_by_id, thread.created,
+   * thread.updated, threads.update), shown wherever it is. A missing title never hides
+   * a known one: a list fetched before the title was made can arrive after it.
+   */
+  learnTitle(thread) {
+    if (thread.title || !this.titles.has(thread.id)) this.titles.set(thread.id, thread.title || null);
+    const li = this.row(thread.id);
+    if (li) this.titleRow(li, this.titleOf(thread.id));
+    if (thread.id === this.threadId) $("thread-title").textContent = this.titleOf(thread.id);
   }
 
   markCurrent() {
@@ -137,8 +162,7 @@ class ChatApp {
       link.focus();
       if (!save || !title || title === link.textContent) return;
       try {
-        await this.api.call("threads.update", { thread_id: li.dataset.id, title });
-        this.setTitle(li.dataset.id, title);
+        this.learnTitle(await this.api.call("threads.update", { thread_id: li.dataset.id, title }));
       } catch (error) {
         this.notice("danger", "Could not rename", error.message);
       }
@@ -164,6 +188,7 @@ class ChatApp {
     }
     const neighbour = li.nextElementSibling || li.previousElementSibling;
     li.remove();
+    this.titles.delete(li.dataset.id);
     if (li.dataset.id === this.threadId) {
       location.hash = "";
       this.openFromHash();
@@ -184,7 +209,8 @@ class ChatApp {
     $("messages").replaceChildren();
     $("earlier").hidden = true;
     $("start").hidden = Boolean(wanted);
-    $("thread-title").textContent = "New chat";
+    // A thread's title as far as it is known already; threads.get_by_id will tell.
+    $("thread-title").textContent = !wanted ? NO_THREAD : this.titles.get(wanted) || "";
     this.markCurrent();
     if (wanted) this.openThread(wanted, this.view);
   }
@@ -193,13 +219,14 @@ class ChatApp {
     try {
       const thread = await this.api.call("threads.get_by_id", { thread_id: id });
       if (view !== this.view) return;
-      $("thread-title").textContent = thread.title || "Untitled chat";
+      this.learnTitle(thread);
       await this.loadItems(view, false);
     } catch (error) {
       if (view !== this.view) return;
       const gone = error instanceof ApiError && error.status === 404;
       this.notice("danger", gone ? "Not found" : "Could not open", gone ? "That conversation does not exist (any more)." : error.message);
       $("start").hidden = false;
+      if (!$("thread-title").textContent) $("thread-title").textContent = NO_THREAD;
     }
   }
 
@@ -304,7 +331,7 @@ class ChatApp {
         this.adopt(event.thread);
         break;
       case "thread.updated":
-        this.setTitle(event.thread.id, event.thread.title);
+        this.learnTitle(event.thread);
         break;
       case "thread.item.added":
       case "thread.item.done":
@@ -340,7 +367,9 @@ class ChatApp {
     this.threadId = thread.id;
     history.pushState(null, "", `#${thread.id}`); // no hashchange: this view stays
     $("start").hidden = true;
-    $("thread-list").prepend(this.threadRow(thread));
+    // The list may have it already, if it was fetched while the thread was being made.
+    $("thread-list").prepend(this.row(thread.id) || this.threadRow(thread));
+    this.learnTitle(thread);
     this.markCurrent();
   }
 
@@ -373,7 +402,8 @@ class ChatApp {
       case "assistant_message.content_part.text_delta":
         item.content[index] = item.content[index] || { type: "output_text", text: "", annotations: [] };
         item.content[index].text += update.delta;
-        appendDelta(node, index, update.delta);
+        // Markdown is parsed whole: once per frame, not once per delta.
+        streamPart(node, index, item.content[index].text, this.followAnswer);
         break;
       case "workflow.task.added":
       case "workflow.task.updated":
@@ -431,10 +461,19 @@ class ChatApp {
     if (level !== "danger") setTimeout(() => box.remove(), 8000);
   }
 
-  /** Follow the answer while the reader is at the bottom; `force` after opening a thread. */
+  nearEnd() {
+    const scroller = $("scroller");
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120;
+  }
+
+  /**
+   * Follow the answer while the reader is at the bottom; `force` after opening a thread.
+   * "At the bottom" is as of the reader's last scroll, not now: a table or code block
+   * drawn in one frame can grow the answer by more than any margin.
+   */
   scrollToEnd(force) {
     const scroller = $("scroller");
-    const near = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120;
-    if (force || near) scroller.scrollTop = scroller.scrollHeight;
+    if (force) this.following = true; // no scroll event if it is at the end already
+    if (this.following) scroller.scrollTop = scroller.scrollHeight;
   }
 }

@@ -266,10 +266,12 @@ async function main() {
       setStatus("ChatKit could not load (no internet?), so this is the built-in client.");
     }
   }
-  $("ui-label").textContent = "Built-in client";
-  if (config.webUi !== "builtin") showSwitch("Try ChatKit", "chatkit");
   const { startBuiltin } = await import("./app.js");
   startBuiltin({ api, prompts: PROMPTS });
+  // Named once it runs (its modules, Markdown's included, take a moment to load): the
+  // label means the client is ready for input.
+  $("ui-label").textContent = "Built-in client";
+  if (config.webUi !== "builtin") showSwitch("Try ChatKit", "chatkit");
 }
 
 main();

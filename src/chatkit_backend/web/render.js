@@ -1,4 +1,7 @@
-// DOM for thread items. Text from the server goes in as text, never as HTML.
+// DOM for thread items. Text from the server goes in as text, never as HTML, except the
+// assistant's answers: Markdown, made into HTML by marked and cleaned by DOMPurify.
+import { Marked } from "./vendor/marked.esm.js";
+import DOMPurify from "./vendor/purify.es.mjs";
 
 /** An icon drawn in index.html (a <template>), so nothing is fetched. */
 export function icon(name) {
@@ -79,7 +82,7 @@ function renderAssistant(item, actions) {
   const li = shell(item, "assistant");
   li.setAttribute("aria-label", "The assistant said");
   const bubble = li.querySelector(".bubble");
-  for (const part of item.content) bubble.append(el("p", "part", part.text));
+  for (const part of item.content) bubble.append(markdownPart(part.text));
   const bar = el("div", "actions");
   bar.append(
     feedbackButton("thumbs-up", "Good answer", () => actions.onFeedback(item, "positive", li)),
@@ -104,22 +107,156 @@ export function showFeedback(li, kind) {
   buttons[1].setAttribute("aria-pressed", String(kind === "negative"));
 }
 
-/** The text of content part `index`, created on first use. */
+/** The element of an answer's content part `index`, created on first use. */
 function part(li, index) {
   const parts = li.querySelectorAll(".bubble > .part");
   if (parts[index]) return parts[index];
   const bubble = li.querySelector(".bubble");
   let created = null;
-  for (let i = parts.length; i <= index; i++) bubble.append((created = el("p", "part", "")));
+  for (let i = parts.length; i <= index; i++) bubble.append((created = markdownPart("")));
   return created;
 }
 
-export function appendDelta(li, index, delta) {
-  part(li, index).append(delta); // a new text node: no re-layout of what is there
+// Parts whose text grew since they were last drawn, and what to run once they are.
+const waiting = new Map();
+const afterDrawing = new Set();
+let frame = 0;
+
+/**
+ * Shows `text` (the answer so far) as part `index` at the next animation frame: however
+ * many deltas arrive within a frame, the Markdown is parsed and the DOM replaced once.
+ * `then` runs after the drawing (to follow the answer down).
+ */
+export function streamPart(li, index, text, then) {
+  waiting.set(part(li, index), text);
+  if (then) afterDrawing.add(then);
+  frame ||= requestAnimationFrame(drawWaiting);
 }
 
+function drawWaiting() {
+  frame = 0;
+  for (const [node, text] of waiting) renderMarkdown(node, text);
+  waiting.clear();
+  const callbacks = [...afterDrawing];
+  afterDrawing.clear();
+  for (const callback of callbacks) callback();
+}
+
+/** Shows `text` as part `index` now (a part's whole text: added or done). */
 export function setPart(li, index, text) {
-  part(li, index).textContent = text;
+  const node = part(li, index);
+  waiting.delete(node);
+  renderMarkdown(node, text);
+}
+
+// ---- Markdown ----
+
+const markdown = new Marked({
+  gfm: true,
+  breaks: true, // a single newline stays a line break, as when answers were plain text
+  renderer: {
+    // Raw HTML in an answer is shown as the text it is: a model quoting HTML means it
+    // to be read, and rendered it would let text injected into a prompt shape the page.
+    html({ text, block }) {
+      const shown = escapeHtml(text);
+      return block ? `<p>${shown.replace(/\n/g, "<br>")}</p>\n` : shown;
+    },
+    // Pictures become links, never fetched: an image address is where injected text
+    // would send the conversation (and the page's policy refuses other hosts anyway).
+    image({ href, text }) {
+      return `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`;
+    },
+  },
+});
+
+// What Markdown makes, and no more: no images, forms, frames, styles or scripts.
+const PURIFY = {
+  ALLOWED_TAGS: [
+    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
+    "input", "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead",
+    "tr", "ul",
+  ],
+  ALLOWED_ATTR: ["href", "title", "align", "start", "type", "checked", "disabled", "class"],
+  // Web, mail and addresses on this server; never javascript:, data: or the like.
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i,
+  RETURN_DOM_FRAGMENT: true,
+};
+
+DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
+  // Classes only as marked writes them, for a code block's language.
+  if (data.attrName === "class") {
+    data.keepAttr = node.nodeName === "CODE" && /^language-[\w+#.-]+$/.test(data.attrValue);
+  }
+});
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.nodeName === "A" && node.hasAttribute("href")) {
+    // Away from the chat, and without handing the page (or its address) to the other site.
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer");
+  } else if (node.nodeName === "INPUT") {
+    // Only a task list's box, which shows and cannot change.
+    node.setAttribute("type", "checkbox");
+    node.setAttribute("disabled", "");
+  }
+});
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function markdownPart(text) {
+  const node = el("div", "part markdown");
+  renderMarkdown(node, text);
+  return node;
+}
+
+function renderMarkdown(node, text) {
+  if (!DOMPurify.isSupported) {
+    node.textContent = text; // a browser DOMPurify cannot clean for gets the plain text
+    return;
+  }
+  // Trimmed: no stray newline after the last block, in the DOM or its text.
+  const fragment = DOMPurify.sanitize(markdown.parse(text).trim(), PURIFY);
+  for (const table of fragment.querySelectorAll("table")) {
+    const scroll = el("div", "table-scroll"); // a wide table scrolls, not the whole answer
+    table.replaceWith(scroll);
+    scroll.append(table);
+  }
+  for (const pre of fragment.querySelectorAll("pre")) codeBlock(pre);
+  node.replaceChildren(fragment);
+}
+
+/** A code block with its language and a button that copies it. */
+function codeBlock(pre) {
+  const box = el("div", "code-block");
+  const bar = el("div", "code-bar");
+  const language = pre.querySelector("code")?.className.replace(/^language-/, "") || "";
+  const copy = el("button", "text-button copy", "Copy");
+  copy.type = "button";
+  copy.addEventListener("click", async () => {
+    const copied = await copyText(pre.textContent.replace(/\n$/, ""));
+    copy.textContent = copied ? "Copied" : "Could not copy";
+    setTimeout(() => (copy.textContent = "Copy"), 2000);
+  });
+  bar.append(el("span", "code-language", language), copy);
+  pre.replaceWith(box);
+  box.append(bar, pre);
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    // No clipboard API (a page served over plain http from another host): the old way.
+    const area = el("textarea", "offscreen");
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const copied = document.execCommand("copy");
+    area.remove();
+    return copied;
+  }
 }
 
 function renderWorkflow(item) {
