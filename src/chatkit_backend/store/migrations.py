@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The source tree and the Docker image both keep alembic.ini beside src/ (or in the
-# working directory, for an installed package run from the project folder).
+# A clone (or `pip install -e`) keeps alembic.ini and alembic/ beside src/; a wheel
+# carries alembic/ inside the package as chatkit_backend/migrations (pyproject.toml).
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
+_PACKAGED_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 MIGRATE_COMMAND = "chatkit-backend migrate"
 # Our own, so an app that includes our routers can keep its own Alembic history in the
@@ -47,18 +48,24 @@ NOT_MIGRATED_MESSAGE = f"The database schema is missing or out of date; run `{MI
 
 
 def _alembic_ini() -> Path:
-    # Beside src/ first: run from another project's folder (an app that includes our
-    # routers), the alembic.ini found there is that project's, not ours.
-    beside_source = _PROJECT_ROOT / "alembic.ini"
-    if beside_source.is_file():
-        return beside_source
-    ini = Path("alembic.ini")
-    return ini if ini.is_file() and _ours(ini) else beside_source
+    # Beside src/, never the working folder's: run from another project's folder (an app
+    # that includes our routers), an alembic.ini found there is that project's.
+    return _PROJECT_ROOT / "alembic.ini"
 
 
-def _ours(ini: Path) -> bool:
-    env = ini.parent / "alembic" / "env.py"
+def _ours(scripts: Path) -> bool:
+    env = scripts / "env.py"
     return env.is_file() and "chatkit_backend.store" in env.read_text(encoding="utf-8")
+
+
+def migrations_dir() -> Path:
+    """Our Alembic scripts: alembic/ in a clone, else the copy inside the installed
+    package, else alembic/ in the working folder (images built before the package
+    carried its migrations)."""
+    for scripts in (_PROJECT_ROOT / "alembic", _PACKAGED_MIGRATIONS, Path("alembic")):
+        if _ours(scripts):
+            return scripts
+    return _PROJECT_ROOT / "alembic"
 
 
 def alembic_config(database_url: str | None = None) -> "Config":
@@ -66,8 +73,9 @@ def alembic_config(database_url: str | None = None) -> "Config":
     from alembic.config import Config
 
     ini = _alembic_ini()
-    config = Config(str(ini))
-    config.set_main_option("script_location", str(ini.parent / "alembic"))
+    # alembic.ini only adds logging and the hooks of `alembic revision`: a wheel has none.
+    config = Config(str(ini)) if ini.is_file() else Config()
+    config.set_main_option("script_location", str(migrations_dir()))
     if database_url is not None:
         config.attributes["database_url"] = database_url
     return config
@@ -95,7 +103,7 @@ def code_revisions() -> CodeRevisions | None:
     file assigns, as Alembic reads them). None when the migrations are not found from
     here, or do not end in a single head."""
     parents: dict[str, tuple[str, ...]] = {}
-    for path in (_alembic_ini().parent / "alembic" / "versions").glob("*.py"):
+    for path in (migrations_dir() / "versions").glob("*.py"):
         found = _revision_ids(path)
         if found is not None:
             parents[found[0]] = found[1]
@@ -248,8 +256,8 @@ def ensure_schema_current(settings: Settings) -> None:
     state = asyncio.run(schema_state_of(settings))
     if state.unknown:
         logger.warning(
-            "cannot check the database schema: no alembic/ beside alembic.ini here; "
-            "run from the folder that holds them"
+            "cannot check the database schema: this installation has no migrations "
+            "(alembic/ beside src/, or chatkit_backend/migrations)"
         )
     elif state.ahead:
         logger.warning(
