@@ -73,23 +73,23 @@ def test_stream_slots_are_counted_and_released_once() -> None:
     assert slots.open_count(("t", "a")) == 0
 
 
-def test_limiter_refusals_carry_retry_after() -> None:
+async def test_limiter_refusals_carry_retry_after() -> None:
     clock = Clock()
     limiter = InProcessLimiter(requests_per_minute=2, streams_per_user=1, clock=clock)
-    limiter.admit_request(ALICE)
-    limiter.admit_request(ALICE)
+    await limiter.admit_request(ALICE)
+    await limiter.admit_request(ALICE)
     with pytest.raises(TooManyRequests) as caught:
-        limiter.admit_request(ALICE)
+        await limiter.admit_request(ALICE)
     assert caught.value.status == 429 and caught.value.headers["Retry-After"] == "30"
-    limiter.admit_request(BOB)
-    limiter.admit_request(ALICE_ELSEWHERE)  # users are keyed by tenant and id
+    await limiter.admit_request(BOB)
+    await limiter.admit_request(ALICE_ELSEWHERE)  # users are keyed by tenant and id
 
-    lease = limiter.open_stream(ALICE)
+    lease = await limiter.open_stream(ALICE)
     with pytest.raises(TooManyRequests) as caught:
-        limiter.open_stream(ALICE)
+        await limiter.open_stream(ALICE)
     assert int(caught.value.headers["Retry-After"]) >= 1
     lease.release()
-    limiter.open_stream(ALICE).release()
+    (await limiter.open_stream(ALICE)).release()
 
 
 # ---- the stream slot is released however a stream ends ----
@@ -117,7 +117,7 @@ async def test_the_stream_slot_is_released(
     frames: dict[str, bool], disconnect_after: float | None
 ) -> None:
     limiter = InProcessLimiter(requests_per_minute=100, streams_per_user=1)
-    lease = limiter.open_stream(ALICE)
+    lease = await limiter.open_stream(ALICE)
     response = EventStreamResponse(_frames(**frames), on_close=lease.release)
     sent = [
         message

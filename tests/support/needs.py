@@ -8,6 +8,7 @@ from typing import NoReturn
 import pytest
 
 from tests.support.postgres import ADMIN_URL, postgres_reachable, server_binaries
+from tests.support.redis import REDIS_URL, redis_reachable, server_binary
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -29,4 +30,17 @@ def require_server_binaries() -> Path:
     found = server_binaries()
     if found is None:
         unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    return found
+
+
+def require_redis() -> None:
+    if not redis_reachable():
+        unavailable(f"Redis is not reachable at {REDIS_URL}")
+
+
+def require_redis_server() -> str:
+    """`redis-server`, for a server of the test's own that it can stop."""
+    found = server_binary()
+    if found is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
     return found

@@ -56,7 +56,7 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
     token = services.settings.metrics_token
     if token is not None:
         # Wrong tokens count against the address, as the API's do.
-        with authentication_attempt(request, services.limiter):
+        async with authentication_attempt(request, services.limiter):
             _check_metrics_token(request, token)
     body, content_type = render()
     return Response(content=body, media_type=content_type)

@@ -82,6 +82,12 @@ EVENT_LOOP_LAG = Gauge(
     "How late the event loop woke up in its last sample (the highest of the workers).",
     multiprocess_mode="livemax",
 )
+LIMITS_BACKEND_ERRORS = Counter(
+    "chatkit_limits_backend_errors",
+    "Limit decisions made without Redis (REDIS_URL), which failed or was known to be "
+    "down, by operation: request, upload, auth, stream, refresh, release.",
+    ["operation"],
+)
 
 POOL_SAMPLE_SECONDS = 1.0
 
@@ -126,6 +132,10 @@ async def watch_pool(engine: AsyncEngine, pool_size: int) -> None:
 
 def count_error(kind: str) -> None:
     ERRORS.labels(kind=kind).inc()
+
+
+def count_limits_backend_error(operation: str) -> None:
+    LIMITS_BACKEND_ERRORS.labels(operation=operation).inc()
 
 
 def count_tokens(model: str, input_tokens: int, output_tokens: int) -> None:
