@@ -1,6 +1,7 @@
 """`ChatKitBackend` in an app of someone else's: the caller from their dependency, their
 errors untouched, ours in our shape, links under their prefix and root path."""
 
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -136,3 +137,49 @@ async def test_without_identify_the_settings_say_who_calls(
         )
         assert bad.status_code == 400
         assert bad.json()["error"]["code"] == "invalid_request"
+
+
+async def test_auth_mode_host_is_for_apps_that_identify(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    # Production accepts it: the host app authenticates.
+    settings = Settings(
+        _env_file=None,
+        database_url=sqlite_database_url,
+        auth_mode="host",
+        env="production",
+        public_url="https://app.example.com",
+        attachment_signing_key="k" * 16 + "0123456789abcdef",
+        metrics_enabled=False,
+        attachments_dir=str(tmp_path / "files"),
+    )
+    with pytest.raises(ValueError, match="AUTH_MODE=host needs ChatKitBackend"):
+        ChatKitBackend(settings)
+    backend = ChatKitBackend(settings, identify=identify)
+    app = FastAPI(lifespan=backend.lifespan)
+    app.include_router(backend.router)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="https://app.example.com") as http,
+    ):
+        me = await http.get("/chatkit/me", headers={"X-User": "prod"})
+        assert me.json()["user_id"] == "prod"
+        # Links from PUBLIC_URL, never the Host header.
+        http.headers["X-User"] = "prod"
+        response = await upload(http, "dot.png", PNG, "image/png", "/chatkit/attachments")
+        assert response.json()["preview_url"].startswith("https://app.example.com/chatkit/")
+
+
+def test_serve_refuses_auth_mode_host(tmp_path: Path) -> None:
+    env = {"AUTH_MODE": "host", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "chatkit_backend.cli", "serve", "--port", "0"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "AUTH_MODE=host is for an app that includes our router" in result.stderr

@@ -82,6 +82,9 @@ class ChatKitBackend:
         from chatkit_backend.app import build_services
 
         self.settings = settings or Settings()
+        if identify is None and self.settings.auth_mode == "host":
+            # Else every request would fall through to no caller at all.
+            raise ValueError("AUTH_MODE=host needs ChatKitBackend(identify=...)")
         self._provider = build_provider(self.settings)
         # With `identify` the host authenticates: no token verifier is built or used.
         self.services = build_services(

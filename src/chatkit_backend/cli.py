@@ -87,6 +87,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from chatkit_backend.ops.workers import shared_metrics_dir
     from chatkit_backend.store.migrations import ensure_schema_current
 
+    if settings.auth_mode == "host":
+        logger.error(
+            "AUTH_MODE=host is for an app that includes our router and identifies callers "
+            "itself (docs/embedding.md); serve needs AUTH_MODE=jwt or none"
+        )
+        return 2
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     other_port = port + 1 if port < 65535 else 8001

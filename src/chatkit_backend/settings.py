@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     input_guardrail_max_chars: int = Field(default=8000, ge=1)
     titles: bool = True
 
-    auth_mode: Literal["none", "jwt"] = "none"
+    # `host`: an app that includes our routers says who calls (ChatKitBackend(identify=)).
+    auth_mode: Literal["none", "jwt", "host"] = "none"
     local_user_id: str = "local"
     local_tenant_id: str = "local"
     jwt_secret: SecretStr | None = None
@@ -392,8 +393,8 @@ class Settings(BaseSettings):
                 raise ValueError("CORS_ORIGINS entries look like https://app.example.com")
         if self.env != "production":
             return self
-        if self.auth_mode != "jwt":
-            raise ValueError("ENV=production needs AUTH_MODE=jwt")
+        if self.auth_mode == "none":
+            raise ValueError("ENV=production needs AUTH_MODE=jwt (or host, when embedded)")
         # Long but repetitive ("changeme" four times) is still guessable.
         if secret is not None and len(set(secret)) < 10:
             raise ValueError("JWT_SECRET is too weak; use a random one (openssl rand -hex 32)")

@@ -97,6 +97,9 @@ async def get_context(request: Request, services: ServicesDep) -> RequestContext
         owner = Owner(tenant_id=caller.tenant_id, user_id=caller.user_id)
         return RequestContext(owner, role=caller.role, base_url=base_url)
     if services.verifier is None:
+        if settings.auth_mode != "none":
+            # Only an `identify` that did not run gets here: never the local user.
+            raise Unauthorized("This server cannot tell who is calling", token_given=False)
         owner = Owner(tenant_id=settings.local_tenant_id, user_id=settings.local_user_id)
         return RequestContext(owner, role=LOCAL_USER_ROLE, base_url=base_url)
     # Missing and bad tokens count against the address; a token that verifies costs nothing.
