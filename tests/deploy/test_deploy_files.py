@@ -6,6 +6,7 @@ commands (from the same working-directory layout) outside a container instead.
 
 import json
 import os
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -216,6 +217,95 @@ def test_compose_named_volumes_are_declared(compose: dict[str, Any]) -> None:
     assert used
     assert used <= declared
     assert "/app/data" in _named_volumes(compose["services"]["app"])
+
+
+# ---- compose.replicas.yaml (on top of compose.yaml) ----
+
+SIGNING_KEY = "0123456789abcdef" * 4
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge of two files, as far as these files use it: mappings merge
+    key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _interpolated(value: str, shell: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` and `${NAME:?error}` with `shell` as the environment."""
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, rest = match.group(1), match.group(2), match.group(3)
+        if shell.get(name):
+            return shell[name]
+        assert kind == ":-", f"{name} is required: {rest}"
+        return rest
+
+    return re.sub(r"\$\{(\w+)(:-|:\?)([^}]*)\}", one, value)
+
+
+@pytest.fixture(scope="module")
+def replicas() -> dict[str, Any]:
+    override: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "compose.replicas.yaml").read_text())
+    base: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
+    return _merged(base, override)
+
+
+def test_replicas_add_redis_and_minio_with_health_checks(replicas: dict[str, Any]) -> None:
+    services = replicas["services"]
+    assert services["redis"]["image"].split(":")[0] == "redis"
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # Counts only: nothing kept on disk.
+    assert '""' in json.dumps(services["redis"]["command"])
+    assert services["minio"]["image"].startswith("minio/minio:")
+    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert "/data" in _named_volumes(services["minio"])
+    assert set(_named_volumes(services["minio"]).values()) <= set(replicas["volumes"])
+    bucket = services["minio-bucket"]
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert bucket["restart"] == "no"
+    # Still only nginx is published, and the app can be scaled (no fixed name or port).
+    assert {name for name, service in services.items() if service.get("ports")} == {"nginx"}
+    assert "container_name" not in services["app"]
+
+
+def test_replicas_app_uses_redis_and_the_bucket(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = replicas["services"]
+    app = services["app"]
+    assert app["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert app["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    # compose.yaml's settings stay (the database, the migration step, nginx's header).
+    assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "@db:5432/" in app["environment"]["DATABASE_URL"]
+    shell = {"ATTACHMENT_SIGNING_KEY": SIGNING_KEY}
+    environment = {k: _interpolated(str(v), shell) for k, v in app["environment"].items()}
+    assert environment["REDIS_URL"].startswith("redis://redis:6379/")
+    assert environment["ATTACHMENT_STORAGE"] == "s3"
+    assert environment["S3_ENDPOINT_URL"] == "http://minio:9000"
+    # The bucket minio-bucket makes, with MinIO's own keys.
+    assert f"local/{environment['S3_BUCKET']}" in services["minio-bucket"]["command"][0]
+    keys = {k: _interpolated(v, shell) for k, v in services["minio"]["environment"].items()}
+    assert environment["AWS_ACCESS_KEY_ID"] == keys["MINIO_ROOT_USER"]
+    assert environment["AWS_SECRET_ACCESS_KEY"] == keys["MINIO_ROOT_PASSWORD"]
+    assert services["minio-bucket"]["environment"] == services["minio"]["environment"]
+    # Every replica must sign links with one key: without it compose refuses to start.
+    with pytest.raises(AssertionError, match="ATTACHMENT_SIGNING_KEY is required"):
+        _interpolated(app["environment"]["ATTACHMENT_SIGNING_KEY"], {})
+    # What the app would make of it: valid settings, with the limits in Redis.
+    for key in list(os.environ):
+        if key.lower() in FIELDS:
+            monkeypatch.delenv(key)
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in environment.items()})
+    assert settings.redis_url is not None and settings.attachment_storage == "s3"
+    arguments = cli_parser().parse_args(app["command"][1:])
+    assert arguments.port == 8000  # nginx's upstream (`server app:8000;`) reaches each
 
 
 # ---- .env.example ----
