@@ -33,7 +33,11 @@ async def test_the_readme_agent_factory_and_tool_work(
     assert agent.instructions == "You help ada of acme."
     tool = agent.tools[0]
     # Only what the tool reads: the request context (a turn adds the thread and store).
-    agent_context = AgentContext[RequestContext].model_construct(request_context=context)
+    agent_context = AgentContext[RequestContext].model_construct(
+        thread=None,  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+        request_context=context,
+    )
     result = await tool.on_invoke_tool(  # type: ignore[union-attr]
         ToolContext(
             context=agent_context, tool_name="whoami", tool_call_id="call_1", tool_arguments="{}"
