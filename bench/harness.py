@@ -279,15 +279,23 @@ class Bench:
         server: ServerProcess,
         pg_name: str | None,
         memory: bool = False,
+        cpu_pids: list[int] | None = None,
     ) -> dict[str, Any]:
         """Run the load generator on `config` against `server`; its figures. With
-        `memory`, also the server's resident memory before and at its peak (MiB)."""
-        return asyncio.run(self._load(config, server, pg_name, memory))
+        `memory`, also the server's resident memory before and at its peak (MiB). CPU is
+        `server`'s, or that of `cpu_pids` (the servers behind a proxy)."""
+        return asyncio.run(self._load(config, server, pg_name, memory, cpu_pids))
 
     async def _load(
-        self, config: dict[str, Any], server: ServerProcess, pg_name: str | None, memory: bool
+        self,
+        config: dict[str, Any],
+        server: ServerProcess,
+        pg_name: str | None,
+        memory: bool,
+        cpu_pids: list[int] | None = None,
     ) -> dict[str, Any]:
-        config = {**config, "port": server.port, "cpu_pids": [server.pid], "pg_database": pg_name}
+        pids = cpu_pids or [server.pid]
+        config = {**config, "port": server.port, "cpu_pids": pids, "pg_database": pg_name}
         rss_before = proc_stats.tree_rss_bytes([server.pid]) if memory else 0
         process = await asyncio.create_subprocess_exec(
             procs.PYTHON,

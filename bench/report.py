@@ -12,6 +12,8 @@ RSS_LIMIT_MIB = 400.0
 SCALE_RATIO = 1.5
 SCALE_P50_MS = 5.0
 SCALEOUT_RATIO = 1.6
+# CPU per turn with the limits in Redis, against in the process.
+REDIS_LIMITS_CPU_RATIO = 1.05
 POOL_SIZE = 10
 SCALE_CALLS = ("list", "list_deep", "get", "history", "page_deep")
 
@@ -103,15 +105,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         found += _burst_targets(results["concurrency"])
     if "scaleout" in results:
         summary = results["scaleout"]["summary"]
-        one = summary.get("1 worker", {}).get("turns_per_s")
-        two = summary.get("2 workers", {}).get("turns_per_s")
+        ours = results["scaleout"]["ours"]
+        one = summary.get("1 replica", {}).get("turns_per_s")
+        two = summary.get("2 replicas", {}).get("turns_per_s")
         ratio = _ratio(two, one)
         found.append(
             _target(
-                f"scale-out, {results['scaleout']['ours']}: turns/s 2 workers vs 1",
+                f"scale-out, {ours}: turns/s 2 replicas vs 1 (behind nginx)",
                 ratio,
                 f">= {SCALEOUT_RATIO}x",
                 None if ratio is None else ratio >= SCALEOUT_RATIO,
+            )
+        )
+        redis = results["scaleout"].get("redis_vs_in_process_cpu")
+        found.append(
+            _target(
+                f"scale-out, {ours}: CPU/turn, limits in Redis vs in the process",
+                redis,
+                f"<= {REDIS_LIMITS_CPU_RATIO}x",
+                None if redis is None else redis <= REDIS_LIMITS_CPU_RATIO,
             )
         )
     return found
@@ -390,13 +402,16 @@ def render(results: dict[str, Any]) -> str:
         data = results["scaleout"]
         cfg = data["config"]
         summary = data["summary"]
-        one = summary.get("1 worker", {}).get("turns_per_s")
+        one = summary.get("1 replica", {}).get("turns_per_s")
         rows = [
             [
                 name,
                 s.get("turns_per_s"),
                 _ratio(s.get("turns_per_s"), one),
                 s.get("cpu_ms_per_turn"),
+                s.get("proxy_cpu_ms_per_turn"),
+                s.get("redis_cpu_ms_per_turn"),
+                " / ".join(f"{v:.0%}" for v in (s.get("served_share") or {}).values() if v),
                 _pair(s.get("first_delta_ms")),
                 s["errors"],
             ]
@@ -404,13 +419,18 @@ def render(results: dict[str, Any]) -> str:
         ]
         parts.append(
             f"**Scale-out** ({data['ours']}): {cfg['users']} users, {cfg['tokens']}-token "
-            f"answers, {cfg['interval'] * 1000:g} ms between tokens.\n\n"
+            f"answers, {cfg['interval'] * 1000:g} ms between tokens."
+            + "".join(f" {data[k]}." for k in ("skipped", "redis") if data.get(k))
+            + "\n\n"
             + _table(
                 [
-                    "workers",
+                    "behind nginx",
                     "turns/s",
-                    "vs 1 worker",
+                    "vs 1 replica",
                     "CPU ms/turn",
+                    "nginx CPU ms/turn",
+                    "Redis CPU ms/turn",
+                    "requests per replica",
                     "first delta p50/p99 ms",
                     "errors",
                 ],

@@ -55,7 +55,15 @@ def test_the_benchmark_suite_runs_end_to_end(tmp_path: Path) -> None:
     assert ours_c["refused"] > 0 and ours_c["bad_refusals"] == 0, ours_c["refusal_samples"]
     assert ours_c["refused_by_reason"]["open"] >= ours_c["refused"]
     assert bursts["b"]["ours-sqlite"]["rss_peak_mib"] > 0
-    assert set(results["scaleout"]["summary"]) == {"1 worker", "2 workers"}
+    scaleout = results["scaleout"]
+    assert set(scaleout["summary"]) == {"1 replica", "2 replicas", "1 replica, limits in process"}
+    for figures in scaleout["summary"].values():
+        assert figures["turns"] > 0 and figures["cpu_ms_per_turn"] > 0
+        assert figures["errors"] == 0 and figures["tracebacks"] == 0, figures
+    # nginx sent requests to both replicas; Redis's CPU is measured apart.
+    assert all(share > 0 for share in scaleout["summary"]["2 replicas"]["served_share"].values())
+    assert scaleout["summary"]["1 replica"]["redis_cpu_ms_per_turn"] is not None
+    assert scaleout["redis_vs_in_process_cpu"] > 0
     scale = results["scale"]["results"]["sqlite"]
     for world in ("small_world", "big_world_big_thread", "big_world_small_thread"):
         for how in ("direct", "http"):

@@ -19,11 +19,13 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
+from chatkit_backend.api.streaming import EventStreamResponse
 from chatkit_backend.chat import redis_limits
 from chatkit_backend.chat.redis_limits import RedisLimiter, redis_client
 from chatkit_backend.context import Owner
 from chatkit_backend.errors import TooManyRequests, Unavailable
 from chatkit_backend.settings import Settings
+from tests.support.asgi import drive
 from tests.support.chat_client import assert_envelope, local_app
 from tests.support.needs import require_redis, require_redis_server
 from tests.support.processes import free_port
@@ -146,6 +148,35 @@ async def test_stream_slots_are_one_count_and_freed_once(prefix: str) -> None:
             return await one.open_streams(ALICE) == 0
 
         await until(none_left)
+
+
+async def _frames(fail: bool = False, forever: bool = False) -> AsyncIterator[bytes]:
+    yield b'data: {"type": "progress_update"}\n\n'
+    if fail:
+        raise RuntimeError("the model went away")
+    while forever:
+        await asyncio.sleep(0.01)
+        yield b": keep-alive\n\n"
+
+
+@pytest.mark.parametrize(
+    ("frames", "disconnect_after"),
+    [({}, None), ({"fail": True}, None), ({"forever": True}, 0.05)],
+    ids=["done", "failed", "disconnected"],
+)
+async def test_the_slot_is_freed_however_the_stream_ends(
+    prefix: str, frames: dict[str, bool], disconnect_after: float | None
+) -> None:
+    async with limiters(2, prefix=prefix, streams_per_user=1) as (one, other):
+        lease = await one.open_stream(ALICE)
+        response = EventStreamResponse(_frames(**frames), on_close=lease.release)
+        await asyncio.wait_for(drive(response, disconnect_after), timeout=5)
+
+        async def freed() -> bool:
+            return await other.open_streams(ALICE) == 0
+
+        await until(freed)
+        (await other.open_stream(ALICE)).release()
 
 
 async def test_a_dead_processes_slots_lapse_a_live_ones_do_not(prefix: str) -> None:
