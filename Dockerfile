@@ -12,9 +12,11 @@ RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:$PATH"
 
 WORKDIR /build
-# pyproject.toml names README.md as the readme, so hatchling needs it to build.
-COPY pyproject.toml README.md ./
+# pyproject.toml names README.md as the readme, so hatchling needs it to build; the
+# wheel carries LICENSE and, as chatkit_backend/migrations, the alembic/ folder.
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
+COPY alembic ./alembic
 # A regular (non-editable) install: the runtime stage has no source tree.
 RUN pip install .
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sqlite3
+import tomllib
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,24 @@ def test_dockerfile_is_multi_stage_on_python_311_slim(dockerfile: list[tuple[str
     assert all(base.split()[0] == "python:3.11-slim" for base in bases)
     # The runtime stage takes the built environment from the builder.
     assert any(arguments.startswith("--from=") for arguments in _arguments(dockerfile, "COPY"))
+
+
+def test_dockerfile_builder_has_what_the_wheel_is_built_from(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    """`pip install .` in the builder fails on a force-included path it was not given."""
+    first_from = [i for i, (keyword, _) in enumerate(dockerfile) if keyword == "FROM"]
+    builder = dockerfile[first_from[0] : first_from[1]]
+    copied = {
+        source
+        for arguments in _arguments(builder, "COPY")
+        for source in arguments.split()[:-1]
+        if not source.startswith("--")
+    }
+    build = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    needed = {"pyproject.toml", "README.md", "src", "LICENSE"}
+    needed |= set(build["targets"]["wheel"].get("force-include", {}))
+    assert needed <= copied, needed - copied
 
 
 def test_dockerfile_runs_as_a_non_root_user(runtime_stage: list[tuple[str, str]]) -> None:
@@ -363,6 +382,8 @@ def test_migrate_command_from_the_image_layout(image_layout: Path, tmp_path: Pat
         assert result.returncode == 0, result.stderr
 
     with closing(sqlite3.connect(database)) as connection:
-        (version,) = connection.execute("SELECT version_num FROM chatkit_alembic_version").fetchone()
+        (version,) = connection.execute(
+            "SELECT version_num FROM chatkit_alembic_version"
+        ).fetchone()
     assert set(metadata.tables) <= tables(database)
     assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
