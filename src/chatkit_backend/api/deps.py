@@ -63,9 +63,7 @@ def client_address(request: Request) -> str:
 
 
 @asynccontextmanager
-async def authentication_attempt(
-    request: Request, limiter: Limiter
-) -> AsyncIterator[None]:
+async def authentication_attempt(request: Request, limiter: Limiter) -> AsyncIterator[None]:
     """A credential (token, signed link) checked in the block, counted against the
     caller's address when the block refuses it (a 4xx); past the address's limit of
     failures, 429 before the block runs. A check that could not run (a 5xx: the identity
