@@ -110,9 +110,24 @@ async def test_uploads_and_failed_sign_ins_are_counted_once(prefix: str) -> None
         for limiter in (one, two) * 5:
             await limiter.admit_unverified("192.0.2.1")
             await limiter.release_unverified("192.0.2.1")
-        # Two failures, one on each: the address's third attempt is refused on both.
+        # A check that does not fail costs one script call (it only looks), not two.
+        calls = 0
+        bucket = one._bucket
+
+        async def counted(**kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await bucket(**kwargs)
+
+        one._bucket = counted  # type: ignore[assignment]
         await one.admit_unverified("192.0.2.1")
-        await two.admit_unverified("192.0.2.1")
+        await one.release_unverified("192.0.2.1")
+        one._bucket = bucket
+        assert calls == 1
+        # Two failures, one on each: the address's third attempt is refused on both.
+        for limiter in (one, two):
+            await limiter.admit_unverified("192.0.2.1")
+            await limiter.fail_unverified("192.0.2.1")
         for limiter in (one, two):
             with pytest.raises(TooManyRequests) as refused:
                 await limiter.admit_unverified("192.0.2.1")

@@ -75,6 +75,8 @@ async def authentication_attempt(request: Request, limiter: Limiter) -> AsyncIte
     except RequestError as exc:
         if exc.status >= 500:
             await limiter.release_unverified(address)
+        else:
+            await limiter.fail_unverified(address)
         raise
     except BaseException:
         await limiter.release_unverified(address)

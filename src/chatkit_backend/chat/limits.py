@@ -87,13 +87,16 @@ class Limiter(Protocol):
         the owner is over the upload rate."""
 
     async def admit_unverified(self, address: str) -> None:
-        """Count one request from `address` whose credentials are not checked yet, as a
-        failure until `release_unverified`; raise `TooManyRequests` when the address has
-        failed too often, before anything is checked."""
+        """A request from `address` whose credentials are not checked yet: raise
+        `TooManyRequests` when the address has failed too often, before anything is
+        checked. Then exactly one of `release_unverified` or `fail_unverified` follows."""
 
     async def release_unverified(self, address: str) -> None:
-        """The request `admit_unverified` counted did not fail authentication (its
-        credentials held, or they could not be checked): uncount it."""
+        """The request `admit_unverified` let through did not fail authentication (its
+        credentials held, or they could not be checked): it does not count."""
+
+    async def fail_unverified(self, address: str) -> None:
+        """The request `admit_unverified` let through failed authentication: it counts."""
 
     def running(self) -> AbstractAsyncContextManager[None]:
         """What runs while the app serves (the app's lifespan): for a shared limiter,
@@ -272,3 +275,7 @@ class InProcessLimiter:
 
     async def release_unverified(self, address: str) -> None:
         self.failed_auth.release(address)
+
+    async def fail_unverified(self, address: str) -> None:
+        # Counted already: `admit_unverified` took the token.
+        return

@@ -66,9 +66,10 @@ RELEASE_TIMEOUT_SECONDS = 3.0
 
 Failure = Literal["open", "closed"]
 
-# Take (ARGV[3] = "take") or give back (anything else) one token of a bucket of
-# ARGV[1] tokens refilled at ARGV[2] tokens a millisecond. Returns 0 when granted, else
-# the milliseconds until a token is free.
+# Take (ARGV[3] = "take"), look at (ARGV[3] = "peek": would a take be granted? nothing
+# written) or give back (anything else) one token of a bucket of ARGV[1] tokens refilled
+# at ARGV[2] tokens a millisecond. Returns 0 when granted, else the milliseconds until a
+# token is free.
 _BUCKET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -83,6 +84,12 @@ if tokens == nil or at == nil then
 end
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
 local wait = 0
+if ARGV[3] == 'peek' then
+  if tokens >= 1 then
+    return 0
+  end
+  return math.ceil((1 - tokens) / rate)
+end
 if ARGV[3] == 'take' then
   if tokens >= 1 then
     tokens = tokens - 1
@@ -224,21 +231,30 @@ class RedisLimiter:
         if wait > 0:
             raise too_many_uploads(self.uploads_per_minute, wait)
 
+    # Unlike the in-process limiter (take first, give back on success), a check only
+    # looks and a failure takes: one round trip for a good credential, not two. The
+    # price: failures checked at the same moment may pass a limit reached meanwhile,
+    # by at most the number in flight.
     async def admit_unverified(self, address: str) -> None:
         if not self.failed_auth_per_minute:
             return
-        wait = await self._take("auth", f"auth:{address}", self.failed_auth_per_minute)
+        key = f"auth:{address}"
+        wait = await self._take("auth", key, self.failed_auth_per_minute, action="peek")
         if wait > 0:
             raise too_many_failures(wait)
 
     async def release_unverified(self, address: str) -> None:
+        # Nothing was taken.
+        return
+
+    async def fail_unverified(self, address: str) -> None:
         if not self.failed_auth_per_minute:
             return
         key, per_minute = self.prefix + f"auth:{address}", self.failed_auth_per_minute
-        # Giving back never refuses anything: decided as if REDIS_FAILURE were open.
+        # Counting a failure never refuses anything: decided as if REDIS_FAILURE were open.
         with contextlib.suppress(RedisUnreachable):
             await self._call(
-                "auth", lambda: self._bucket(keys=[key], args=_bucket_args(per_minute, "give"))
+                "auth", lambda: self._bucket(keys=[key], args=_bucket_args(per_minute, "take"))
             )
 
     async def open_stream(self, owner: Owner) -> StreamLease:
@@ -280,9 +296,16 @@ class RedisLimiter:
 
     # ---- inside ----
 
-    async def _take(self, operation: str, key: str, per_minute: int) -> float:
-        """Take a token of `key`'s bucket: 0 when granted, else seconds to wait."""
-        keys, args = [self.prefix + key], _bucket_args(per_minute, "take")
+    async def _take(
+        self,
+        operation: str,
+        key: str,
+        per_minute: int,
+        action: Literal["take", "peek"] = "take",
+    ) -> float:
+        """Take (or only look for) a token of `key`'s bucket: 0 when granted, else
+        seconds to wait."""
+        keys, args = [self.prefix + key], _bucket_args(per_minute, action)
         try:
             wait_ms = await self._call(operation, lambda: self._bucket(keys=keys, args=args))
         except RedisUnreachable:
@@ -374,6 +397,8 @@ class RedisLimiter:
                     await self._remove(left)
 
 
-def _bucket_args(per_minute: int, action: Literal["take", "give"]) -> list[str | int | float]:
+def _bucket_args(
+    per_minute: int, action: Literal["take", "peek", "give"]
+) -> list[str | int | float]:
     """A bucket's capacity, its refill in tokens a millisecond, and what to do."""
     return [per_minute, per_minute / 60_000, action]
