@@ -248,7 +248,9 @@ async def _set_revision(url: str, revision: str) -> None:
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE chatkit_alembic_version SET version_num = :r"), {"r": revision})
+            await conn.execute(
+                text("UPDATE chatkit_alembic_version SET version_num = :r"), {"r": revision}
+            )
     finally:
         await engine.dispose()
 
