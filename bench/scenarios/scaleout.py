@@ -17,10 +17,6 @@ fresh prefix (its CPU not measured); without either, or without nginx, the scena
 says so and runs what it can.
 """
 
-import os
-import re
-import resource
-import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,6 +24,7 @@ from typing import Any
 
 from bench import proc_stats, procs
 from bench.harness import Bench, Wanted, log_problems, log_size, summarise
+from tests.support.nginx import nginx_binary, nginx_command, render_nginx
 from tests.support.processes import ServerProcess, free_port
 from tests.support.redis import (
     REDIS_URL,
@@ -38,7 +35,6 @@ from tests.support.redis import (
     server_binary,
 )
 
-NGINX_DIR = procs.ROOT / "docker" / "nginx"
 ONE, TWO, IN_PROCESS = "1 replica", "2 replicas", "1 replica, limits in process"
 # (name, replicas, limits in Redis)
 VARIANTS: list[tuple[str, int, bool]] = [(ONE, 1, True), (TWO, 2, True), (IN_PROCESS, 1, False)]
@@ -56,7 +52,7 @@ def run(bench: Bench) -> dict[str, Any]:
     bench.configure_upstream(cfg["tokens"], cfg["interval"])
     ours = bench.ours
     found: dict[str, Any] = {"config": cfg, "ours": ours.name, "rounds": {}, "summary": {}}
-    nginx = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
+    nginx = nginx_binary()
     if nginx is None:
         found["skipped"] = "nginx is not installed (apt-get install nginx)"
         print(f"  {found['skipped']}", flush=True)
@@ -151,48 +147,11 @@ def _proxy(nginx: str, name: str, app_ports: list[int], logs: Path) -> Iterator[
     folder = logs / name
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = render_nginx(folder, app_ports, port)
-    # As root, nginx would hand its workers to `nobody`, who cannot reach the run's folder.
-    user = "user root;" if os.geteuid() == 0 else ""
-    command = [
-        nginx,
-        "-c",
-        str(config),
-        "-e",
-        str(folder / "error.log"),
-        "-g",
-        f"daemon off; pid {folder / 'nginx.pid'}; {user}",
-    ]
+    # An access line per request would be nginx's own work, not the proxying's.
+    config = render_nginx(folder, app_ports, port, access_log=False)
+    command = nginx_command(nginx, config)
     with procs.running(name, command, {}, logs, port) as server:
         yield server
-
-
-def render_nginx(folder: Path, app_ports: list[int], port: int) -> Path:
-    """docker/nginx/'s two files in `folder`: the upstream lists `app_ports`, nginx
-    listens on `port`, writes its temporary files and no access log there."""
-    site = (NGINX_DIR / "chatkit.conf").read_text()
-    servers = " ".join(f"server 127.0.0.1:{p};" for p in app_ports)
-    for shipped, here in {
-        "server app:8000;": servers,
-        "listen 8080;": f"listen 127.0.0.1:{port};",
-    }.items():
-        if site.count(shipped) != 1:
-            raise RuntimeError(f"docker/nginx/chatkit.conf: expected one `{shipped}`")
-        site = site.replace(shipped, here)
-    (folder / "chatkit.conf").write_text(site)
-    main = (NGINX_DIR / "nginx.conf").read_text()
-    temp = "".join(
-        f"    {kind}_temp_path {folder / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = main.replace("http {\n", "http {\n" + temp, 1)
-    # An access line per request would be nginx's own work, not the proxying's.
-    main = re.sub(r"access_log [^;]+;", "access_log off;", main)
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 65536:
-        main = main.replace("worker_rlimit_nofile 65536;", f"worker_rlimit_nofile {hard};")
-    (folder / "nginx.conf").write_text(main)
-    return folder / "nginx.conf"
 
 
 @contextmanager

@@ -6,26 +6,22 @@ or too slow with the app's JSON errors, and hands the app the client's address.
 Locally these skip without nginx; under CI (`make test` installs it) they fail.
 """
 
-import os
 import re
-import resource
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from chatkit_backend.api.attachments import MULTIPART_OVERHEAD_BYTES
 from chatkit_backend.settings import Settings
-from tests.support.needs import unavailable
-from tests.support.processes import PROJECT_ROOT, ServerProcess, free_port, run_cli, serving
+from tests.support.needs import require_nginx
+from tests.support.nginx import NGINX_DIR, nginx_command, render_nginx
+from tests.support.processes import ServerProcess, free_port, run_cli, serving
 from tests.support.raw_http import connect, head, read_response, until_closed
 from tests.support.sse import parse_events, user_input
 
-NGINX_DIR = PROJECT_ROOT / "docker" / "nginx"
 # Short stand-ins for the shipped 20 s and 30 s, so a stall is seen quickly.
 TEST_TIMEOUT = 2
 LATE = 15.0
@@ -69,44 +65,6 @@ def test_the_proxy_limits_are_the_apps() -> None:
 # ---- Debian's nginx in front of a served app ----
 
 
-def _nginx() -> str:
-    found = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
-    if found is None:
-        unavailable("nginx is not installed (apt-get install nginx)")
-    return found
-
-
-def render(folder: Path, app_port: int, port: int) -> Path:
-    """The project's two files in `folder`, with the test's ports, paths and timeouts."""
-    site = (NGINX_DIR / "chatkit.conf").read_text()
-    swaps = {
-        "server app:8000;": f"server 127.0.0.1:{app_port};",
-        "listen 8080;": f"listen 127.0.0.1:{port};",
-        "client_header_timeout 20s;": f"client_header_timeout {TEST_TIMEOUT}s;",
-        "client_body_timeout 30s;": f"client_body_timeout {TEST_TIMEOUT}s;",
-    }
-    for shipped, test in swaps.items():
-        assert site.count(shipped) == 1, shipped
-        site = site.replace(shipped, test)
-    (folder / "chatkit.conf").write_text(site)
-    main = (NGINX_DIR / "nginx.conf").read_text()
-    # nginx creates its temporary folders at start; Debian's are root's.
-    temp = "".join(
-        f"    {kind}_temp_path {folder / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    assert main.count("http {\n") == 1
-    main = main.replace("http {\n", "http {\n" + temp)
-    # Raising the soft limit past the hard one needs a privilege containers lack too;
-    # Docker's hard limit is far higher than a test machine's may be.
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 65536:
-        assert main.count("worker_rlimit_nofile 65536;") == 1
-        main = main.replace("worker_rlimit_nofile 65536;", f"worker_rlimit_nofile {hard};")
-    (folder / "nginx.conf").write_text(main)
-    return folder / "nginx.conf"
-
-
 @dataclass
 class Deployment:
     app: ServerProcess
@@ -125,7 +83,7 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    nginx = _nginx()
+    nginx = require_nginx()
     folder = tmp_path_factory.mktemp("proxy")
     env = {
         "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'served.db'}",
@@ -143,18 +101,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     assert migrated.returncode == 0, migrated.stderr
     with serving(env) as app:
         port = free_port()
-        config = render(folder, app.port, port)
-        # As root, nginx would hand its workers to `nobody`, who cannot reach pytest's folders.
-        user = "user root;" if os.geteuid() == 0 else ""
-        command = [
-            nginx,
-            "-c",
-            str(config),
-            "-e",
-            str(folder / "error.log"),
-            "-g",
-            f"daemon off; pid {folder / 'nginx.pid'}; {user}",
-        ]
+        config = render_nginx(folder, [app.port], port, client_timeout=TEST_TIMEOUT)
+        command = nginx_command(nginx, config)
         proxy = ServerProcess(command, {}, folder / "nginx.log", port, name="nginx", cwd=folder)
         proxy.start()
         try:

@@ -16,7 +16,6 @@ Locally these skip without PostgreSQL, Redis, redis-server or nginx; under CI th
 import asyncio
 import contextlib
 import json
-import os
 import re
 import secrets
 import time
@@ -31,8 +30,13 @@ import pytest
 
 from chatkit_backend.chat.redis_limits import RETRY_AFTER_FAILURE_SECONDS, SLOT_TTL_SECONDS
 from chatkit_backend.store.turns import HOLDER_TIMEOUT_SECONDS
-from tests.deploy.test_proxy import NGINX_DIR, _nginx, render
-from tests.support.needs import require_postgres, require_redis, require_redis_server
+from tests.support.needs import (
+    require_nginx,
+    require_postgres,
+    require_redis,
+    require_redis_server,
+)
+from tests.support.nginx import NGINX_DIR, nginx_command, render_nginx
 from tests.support.ops import metric
 from tests.support.postgres import fresh_postgres_database
 from tests.support.processes import ServerProcess, free_port, run_cli, serving
@@ -295,34 +299,14 @@ async def test_redis_stopped_then_started_open_and_closed(database: str, tmp_pat
 # ---- nginx in front of both ----
 
 
-def render_for_replicas(folder: Path, ports: list[int], port: int) -> Path:
-    """The project's nginx files for the replicas on `ports` (the shipped upstream lists
-    the compose service, which Docker's DNS resolves to every replica)."""
-    config = render(folder, ports[0], port)
-    site = folder / "chatkit.conf"
-    text = site.read_text()
-    shipped = f"server 127.0.0.1:{ports[0]};"
-    assert text.count(shipped) == 1
-    site.write_text(text.replace(shipped, " ".join(f"server 127.0.0.1:{p};" for p in ports)))
-    return config
-
-
 @pytest.fixture(scope="module")
 def proxy(replicas: Replicas, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    nginx = _nginx()
+    nginx = require_nginx()
     folder = tmp_path_factory.mktemp("replica-proxy")
     port = free_port()
-    config = render_for_replicas(folder, [s.port for s in replicas.servers], port)
-    user = "user root;" if os.geteuid() == 0 else ""
-    command = [
-        nginx,
-        "-c",
-        str(config),
-        "-e",
-        str(folder / "error.log"),
-        "-g",
-        f"daemon off; pid {folder / 'nginx.pid'}; {user}",
-    ]
+    # Short stall timeouts, as in test_proxy: a stuck client cannot hold the module 30 s.
+    config = render_nginx(folder, [s.port for s in replicas.servers], port, client_timeout=2)
+    command = nginx_command(nginx, config)
     server = ServerProcess(command, {}, folder / "nginx.log", port, name="nginx", cwd=folder)
     server.start()
     try:

@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import pytest
 
+from tests.support.nginx import nginx_binary
 from tests.support.postgres import ADMIN_URL, postgres_reachable, server_binaries
 from tests.support.redis import REDIS_URL, redis_reachable, server_binary
 
@@ -43,4 +44,12 @@ def require_redis_server() -> str:
     found = server_binary()
     if found is None:
         unavailable("redis-server is not installed (apt-get install redis-server)")
+    return found
+
+
+def require_nginx() -> str:
+    """nginx, to run the project's docker/nginx/ config in front of served apps."""
+    found = nginx_binary()
+    if found is None:
+        unavailable("nginx is not installed (apt-get install nginx)")
     return found
