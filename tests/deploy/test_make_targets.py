@@ -27,10 +27,12 @@ def project(tmp_path: Path) -> Path:
 
 def planned(project: Path, target: str) -> list[str]:
     """The commands `make TARGET` would run there."""
-    # Not under CI: `test` would plan an apt-get for its system packages.
-    env = {key: value for key, value in os.environ.items() if key not in ("CI", "MAKEFLAGS")}
+    # Not under CI: `test` would plan an apt-get for its system packages. Nor as a sub-make
+    # of `make test`, whose level and flags would add "Entering directory" lines.
+    outer = ("CI", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    env = {key: value for key, value in os.environ.items() if key not in outer}
     result = subprocess.run(
-        ["make", "-n", target],
+        ["make", "--no-print-directory", "-n", target],
         cwd=project,
         env=env,
         capture_output=True,
