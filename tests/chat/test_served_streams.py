@@ -1,5 +1,7 @@
 """A real uvicorn process over a socket: restarts and cancelled streams."""
 
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,45 @@ def test_a_cancelled_stream_keeps_the_partial_answer(tmp_path: Path) -> None:
             },
         )
         assert '"still there?"' in answer_text(parse_events(after.text))
+
+
+def test_an_answer_outlasting_a_locked_database_is_stored(tmp_path: Path) -> None:
+    # Another writer holds SQLite's write lock past the busy timeout (5 s) just as the
+    # answer ends: the turn's last transaction fails once, then is stored on a retry.
+    env = _env(tmp_path, OFFLINE_TOKEN_DELAY_MS="20")
+    assert run_cli("migrate", env=env).returncode == 0
+    locked = threading.Event()
+
+    def hold_the_write_lock(seconds: float) -> None:
+        blocker = sqlite3.connect(tmp_path / "served.db", isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(seconds)
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+
+    with serving(env) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        body = {"type": "threads.create", "params": {"input": user_input("a long story")}}
+        seen: list[dict[str, Any]] = []
+        blocker: threading.Thread | None = None
+        with http.stream("POST", "/chatkit", json=body) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                seen.extend(parse_events(line + "\n\n"))
+                if blocker is None and seen[-1]["type"] == "thread.item.updated":
+                    blocker = threading.Thread(target=hold_the_write_lock, args=(7.0,))
+                    blocker.start()
+                    assert locked.wait(5)
+        assert blocker is not None
+        blocker.join()
+        assert not [e for e in seen if e["type"] == "error"], seen[-3:]
+        thread_id = seen[0]["thread"]["id"]
+        items = http.post(
+            "/chatkit",
+            json={"type": "items.list", "params": {"thread_id": thread_id, "order": "asc"}},
+        ).json()["data"]
+        assert [i["type"] for i in items] == ["user_message", "assistant_message"]
+        assert items[1]["content"][0]["text"] == answer_text(seen)

@@ -65,6 +65,7 @@ from chatkit_backend.runtime.answerer import Answerer
 from chatkit_backend.runtime.events import RunEvents, TurnContext, continued_workflow
 from chatkit_backend.runtime.history import HistoryConverter
 from chatkit_backend.settings import Settings
+from chatkit_backend.store.engine import is_database_outage
 from chatkit_backend.store.sql_store import SQLStore, new_id
 from chatkit_backend.store.turns import (
     Finished,
@@ -85,6 +86,9 @@ BUSY_MESSAGE = (
     "wait for that answer to finish, or stop it, then send again"
 )
 NOT_SAVED_MESSAGE = "The answer could not be saved. Try again in a moment."
+# Pauses before storing a finished answer again after a database outage (a locked
+# SQLite file waits its busy timeout, 5 s, per attempt).
+STORE_RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 
 # Releases started when a stream ended early, kept referenced while they run.
@@ -398,13 +402,24 @@ class Turn:
         self.finished.items = [
             item for item in self.saved.values() if self._stored.get(item.id) is not item
         ]
-        try:
-            await self.turns.turns.finish(self.thread.id, self.context, self.lease, self.finished)
-        except Exception as exc:
-            logger.warning("could not store the answer: %s", type(exc).__name__)
-            await release(self.turns.turns, self.thread.id, self.lease)
-            return False
-        return True
+        for delay in (*STORE_RETRY_DELAYS, None):
+            try:
+                await self.turns.turns.finish(
+                    self.thread.id, self.context, self.lease, self.finished
+                )
+            except Exception as exc:
+                # The answer was streamed already: a locked SQLite file or a database
+                # restarting is worth waiting out rather than losing it. The transaction
+                # rolled back, so trying again writes nothing twice.
+                if delay is not None and is_database_outage(exc):
+                    logger.info("storing the answer again: %s", type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    continue
+                logger.warning("could not store the answer: %s", type(exc).__name__)
+                await release(self.turns.turns, self.thread.id, self.lease)
+                return False
+            return True
+        raise AssertionError("unreachable")
 
     async def _store_cancelled(self, events: RunEvents) -> None:
         # As the SDK's `handle_stream_cancelled`: what was said stays, with a note that
