@@ -1,7 +1,6 @@
 """`chatkit-backend` as a new user meets it: its --help, its --version, and `serve` on a
 port another program already holds."""
 
-import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import sqlite_url
-from tests.support.processes import CLI, PROJECT_ROOT, run_cli
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -80,15 +79,7 @@ def occupied_port() -> Iterator[int]:
 
 def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(
-            [CLI, "serve", *args],
-            env={**os.environ, **env},
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli("serve", *args, env=env, timeout=60)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"serve still ran after 60 s: {exc.stderr!r:.2000}")
 

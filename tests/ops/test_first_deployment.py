@@ -4,7 +4,6 @@ case. Each is one line that names the cure (exit code 2), or a 503 JSON answer t
 does, never a traceback, never the password."""
 
 import asyncio
-import os
 import secrets
 import subprocess
 import time
@@ -26,7 +25,7 @@ from tests.support.chat_client import assert_envelope, local_app, post
 from tests.support.needs import require_postgres
 from tests.support.ops import body
 from tests.support.postgres import ADMIN_URL, fresh_postgres_database, sqlite_url
-from tests.support.processes import CLI, PROJECT_ROOT, free_port, serving
+from tests.support.processes import free_port, run_cli, serving
 from tests.support.sse import user_input
 
 PASSWORD = "s3cret-Pa55word"
@@ -52,15 +51,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`chatkit-backend ARGS`; one that should refuse at once but serves instead is
     stopped after a minute (and then fails the test)."""
     try:
-        return subprocess.run(
-            [CLI, *args],
-            env={**os.environ, **env},
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(*args, env=env, timeout=60)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"`{' '.join(args)}` still ran after 60 s: {exc.stderr!r:.2000}")
 

@@ -39,7 +39,9 @@ def free_port() -> int:
         return port
 
 
-def run_cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`chatkit-backend ARGS` from the project, with `env` added to ours."""
     return subprocess.run(
         [CLI, *args],
@@ -47,7 +49,7 @@ def run_cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[s
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
