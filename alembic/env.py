@@ -14,8 +14,12 @@ from sqlmodel.sql.sqltypes import AutoString
 
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.migrations import VERSION_TABLE, adopt_legacy_version
-from chatkit_backend.store.tables import metadata
+from chatkit_backend.store.migrations import (
+    PREFIX_ATTRIBUTE,
+    adopt_legacy_version,
+    version_table,
+)
+from chatkit_backend.store.tables import tables_for
 
 config = context.config
 
@@ -24,13 +28,24 @@ config = context.config
 if config.config_file_name is not None and not logging.getLogger().handlers:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = metadata
-
 
 def database_url() -> str:
     """The URL the app passed in, else the one the settings name."""
     url: str | None = config.attributes.get("database_url")
     return url or Settings().database_url
+
+
+def table_prefix() -> str:
+    """The TABLE_PREFIX the app passed in, else the settings'; kept in the config's
+    attributes, where the migration scripts read it (`prefixed`)."""
+    prefix: str | None = config.attributes.get(PREFIX_ATTRIBUTE)
+    if prefix is None:
+        prefix = config.attributes[PREFIX_ATTRIBUTE] = Settings().table_prefix
+    return prefix
+
+
+# Our tables under the prefix being migrated: what autogenerate and the tests compare.
+target_metadata = tables_for(table_prefix()).metadata
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
@@ -52,7 +67,7 @@ def configure_options(url: str) -> dict[str, Any]:
     return {
         "target_metadata": target_metadata,
         # Apart from `alembic_version`, which an app sharing the database keeps for its own.
-        "version_table": VERSION_TABLE,
+        "version_table": version_table(table_prefix()),
         "include_name": include_name,
         "compare_type": True,
         # SQLite can't ALTER most things; batch mode rebuilds the table instead.
@@ -83,7 +98,8 @@ def do_run_migrations(connection: Connection, url: str) -> None:
     context.configure(connection=connection, **configure_options(url))
     with context.begin_transaction():
         # Databases migrated before our history had its own table keep it in alembic_version.
-        adopt_legacy_version(connection)
+        if not table_prefix():
+            adopt_legacy_version(connection)
         context.run_migrations()
     if sqlite:
         violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

@@ -43,7 +43,7 @@ from bench.wire import Connection
 from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.sql_store import SQLStore
-from chatkit_backend.store.tables import ITEMS, THREADS
+from chatkit_backend.store.tables import UNPREFIXED
 
 TENANT = "local"
 SMALL_USER = "small"
@@ -174,8 +174,8 @@ async def fill(url: str, config: dict[str, Any]) -> dict[str, Any]:
     try:
         small_threads, threads = int(config["small_threads"]), int(config["threads"])
         small_items, big_items = int(config["small_items"]), int(config["big_items"])
-        await _insert(store, THREADS, _thread_rows(SMALL_USER, small_threads, t))
-        await _insert(store, THREADS, _thread_rows(BIG_USER, threads, t))
+        await _insert(store, UNPREFIXED.threads, _thread_rows(SMALL_USER, small_threads, t))
+        await _insert(store, UNPREFIXED.threads, _thread_rows(BIG_USER, threads, t))
         # Thread 0 of each user is its long one, thread 1 of the big user its short one.
         targets = {(SMALL_USER, 0): small_items}
         targets |= {(SMALL_USER, n): 10 for n in range(1, small_threads)}
@@ -184,7 +184,7 @@ async def fill(url: str, config: dict[str, Any]) -> dict[str, Any]:
         others = range(2, threads)
         for k, n in enumerate(others):
             targets[(BIG_USER, n)] = rest // len(others) + (1 if k < rest % len(others) else 0)
-        items = await _insert(store, ITEMS, _item_rows(targets, t))
+        items = await _insert(store, UNPREFIXED.items, _item_rows(targets, t))
         if engine.dialect.name == "postgresql":
             # What autovacuum does shortly after a bulk load.
             async with engine.connect() as conn:

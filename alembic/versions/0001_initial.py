@@ -11,6 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from alembic import op
 
+from chatkit_backend.store.migrations import prefixed
+
 # revision identifiers, used by Alembic.
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -34,7 +36,7 @@ def _utc_column(name: str) -> sa.Column[datetime]:
 
 def upgrade() -> None:
     op.create_table(
-        "threads",
+        prefixed("threads"),
         _seq_column("seq"),
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("tenant_id", sa.String(length=255), nullable=False),
@@ -45,10 +47,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("id"),
     )
-    op.create_index("ix_threads_owner_seq", "threads", ["tenant_id", "user_id", "seq"])
+    op.create_index(
+        prefixed("ix_threads_owner_seq"), prefixed("threads"), ["tenant_id", "user_id", "seq"]
+    )
 
     op.create_table(
-        "items",
+        prefixed("items"),
         _seq_column("seq"),
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("thread_id", sa.String(length=64), nullable=False),
@@ -57,15 +61,15 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=64), nullable=False),
         _utc_column("created_at"),
         sa.Column("data", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(["thread_id"], ["threads.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["thread_id"], [prefixed("threads") + ".id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("id"),
     )
-    op.create_index("ix_items_thread_seq", "items", ["thread_id", "seq"])
-    op.create_index("ix_items_owner", "items", ["tenant_id", "user_id"])
+    op.create_index(prefixed("ix_items_thread_seq"), prefixed("items"), ["thread_id", "seq"])
+    op.create_index(prefixed("ix_items_owner"), prefixed("items"), ["tenant_id", "user_id"])
 
     op.create_table(
-        "attachments",
+        prefixed("attachments"),
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("tenant_id", sa.String(length=255), nullable=False),
         sa.Column("user_id", sa.String(length=255), nullable=False),
@@ -74,11 +78,13 @@ def upgrade() -> None:
         sa.Column("data", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_attachments_owner", "attachments", ["tenant_id", "user_id"])
-    op.create_index("ix_attachments_thread_id", "attachments", ["thread_id"])
+    op.create_index(
+        prefixed("ix_attachments_owner"), prefixed("attachments"), ["tenant_id", "user_id"]
+    )
+    op.create_index(prefixed("ix_attachments_thread_id"), prefixed("attachments"), ["thread_id"])
 
     op.create_table(
-        "feedback",
+        prefixed("feedback"),
         _seq_column("id"),
         sa.Column("tenant_id", sa.String(length=255), nullable=False),
         sa.Column("user_id", sa.String(length=255), nullable=False),
@@ -86,16 +92,16 @@ def upgrade() -> None:
         sa.Column("item_id", sa.String(length=64), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         _utc_column("created_at"),
-        sa.ForeignKeyConstraint(["thread_id"], ["threads.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["thread_id"], [prefixed("threads") + ".id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "user_id", "item_id"),
     )
-    op.create_index("ix_feedback_thread_id", "feedback", ["thread_id"])
+    op.create_index(prefixed("ix_feedback_thread_id"), prefixed("feedback"), ["thread_id"])
 
 
 def downgrade() -> None:
     # Children first; dropping a table drops its indexes and constraints with it.
-    op.drop_table("feedback")
-    op.drop_table("attachments")
-    op.drop_table("items")
-    op.drop_table("threads")
+    op.drop_table(prefixed("feedback"))
+    op.drop_table(prefixed("attachments"))
+    op.drop_table(prefixed("items"))
+    op.drop_table(prefixed("threads"))

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from chatkit_backend.store.migrations import prefixed
+
 # revision identifiers, used by Alembic.
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
@@ -19,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
-        "employees",
+        prefixed("employees"),
         sa.Column("tenant_id", sa.String(length=255), nullable=False),
         sa.Column("employee_id", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
@@ -30,7 +32,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "employee_id"),
     )
     op.create_table(
-        "usage",
+        prefixed("usage"),
         sa.Column(
             "id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -47,10 +49,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_usage_tenant_thread", "usage", ["tenant_id", "thread_id"])
+    op.create_index(
+        prefixed("ix_usage_tenant_thread"), prefixed("usage"), ["tenant_id", "thread_id"]
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_usage_tenant_thread", table_name="usage")
-    op.drop_table("usage")
-    op.drop_table("employees")
+    op.drop_index(prefixed("ix_usage_tenant_thread"), table_name=prefixed("usage"))
+    op.drop_table(prefixed("usage"))
+    op.drop_table(prefixed("employees"))

@@ -36,6 +36,7 @@ from chatkit_backend.store.attachments import AttachmentRecords
 from chatkit_backend.store.employees import EmployeeDirectory
 from chatkit_backend.store.engine import engine_for
 from chatkit_backend.store.sql_store import SQLStore
+from chatkit_backend.store.tables import tables_for
 from chatkit_backend.store.turns import TurnStore
 
 logger = logging.getLogger(__name__)
@@ -68,14 +69,15 @@ def build_services(
         )
     )
     engine = engine_for(settings)
+    tables = tables_for(settings.table_prefix)
     agent_factory = (
         agent
         if callable(agent)
-        else load_factory(agent or settings.agent, EmployeeDirectory(engine))
+        else load_factory(agent or settings.agent, EmployeeDirectory(engine, tables))
     )
     # ATTACHMENT_STORAGE: the local disk, or a bucket every replica shares.
-    files = build_attachments(settings, AttachmentRecords(engine), build_storage(settings))
-    store = SQLStore(engine, attachment_view=files.links.present)
+    files = build_attachments(settings, AttachmentRecords(engine, tables), build_storage(settings))
+    store = SQLStore(engine, attachment_view=files.links.present, tables=tables)
     selector = AgentSelector(
         agent_factory, [message_length_guardrail(settings.input_guardrail_max_chars)]
     )
@@ -100,6 +102,7 @@ def build_services(
             attachment_view=files.links.present,
             gate=admission.database,
             holder=holder,
+            tables=tables,
         ),
         answerer,
         HistoryConverter(model_input),

@@ -142,7 +142,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             return 1
     # Connect once first: a wrong URL is one line (DatabaseUnusable), not Alembic's traceback.
     asyncio.run(schema_state_of(settings))
-    upgrade_to_head(settings.database_url)
+    upgrade_to_head(settings.database_url, settings.table_prefix)
     logger.info("database is at the newest schema")
     return 0
 
@@ -179,11 +179,12 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     from chatkit_backend.store.employees import EmployeeDirectory
     from chatkit_backend.store.engine import open_engine
     from chatkit_backend.store.migrations import require_current_schema
+    from chatkit_backend.store.tables import tables_for
 
     async def load() -> None:
         await require_current_schema(settings)
         async with open_engine(settings) as engine:
-            directory = EmployeeDirectory(engine)
+            directory = EmployeeDirectory(engine, tables_for(settings.table_prefix))
             for tenant in args.tenant or [settings.local_tenant_id]:
                 count = await load_demo_directory(directory, tenant)
                 logger.info("loaded %d demo employees for tenant %s", count, tenant)

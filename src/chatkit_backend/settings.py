@@ -1,6 +1,7 @@
 """All configuration, read once from the environment and `.env`."""
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     # Serve migrates a database whose schema is behind, instead of refusing to start.
     migrate_on_start: bool = False
     database_pool_size: int = Field(default=10, ge=1, le=500)
+    # Put before each of our table and index names (`chatkit_` gives `chatkit_threads`...),
+    # so they cannot meet an app's own tables in a database we share with it.
+    table_prefix: str = ""
 
     llm_provider: Provider | None = None
     llm_api: ModelApi | None = None
@@ -232,6 +236,17 @@ class Settings(BaseSettings):
                 "rediss://... (TLS) or unix:///path/to/redis.sock"
             ) from None
         return SecretStr(url)
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _table_prefix(cls, value: str) -> str:
+        # Spelled into SQL and DDL unquoted: only names every database takes as they are.
+        if value and not re.fullmatch(r"[a-z][a-z0-9_]{0,29}", value):
+            raise ValueError(
+                "TABLE_PREFIX must be 1-30 lowercase letters, digits or _, starting with "
+                "a letter (e.g. chatkit_)"
+            )
+        return value
 
     @field_validator("redis_key_prefix")
     @classmethod

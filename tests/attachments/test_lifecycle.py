@@ -16,7 +16,7 @@ from sqlalchemy import update
 from chatkit_backend.attachments.cleanup import clean_up
 from chatkit_backend.attachments.service import AttachmentService
 from chatkit_backend.store.migrations import upgrade_to_head
-from chatkit_backend.store.tables import ATTACHMENTS
+from chatkit_backend.store.tables import UNPREFIXED
 from tests.support.attachments import (
     PNG,
     TEXT,
@@ -122,7 +122,9 @@ async def _age(chat: ChatClient, attachment_ids: list[str], tmp_path: Path, hour
     then = datetime.now(UTC) - timedelta(hours=hours)
     async with service.records.engine.begin() as conn:
         await conn.execute(
-            update(ATTACHMENTS).where(ATTACHMENTS.c.id.in_(attachment_ids)).values(created_at=then)
+            update(UNPREFIXED.attachments)
+            .where(UNPREFIXED.attachments.c.id.in_(attachment_ids))
+            .values(created_at=then)
         )
     for attachment_id in attachment_ids:
         for path in blob_paths(tmp_path, attachment_id):

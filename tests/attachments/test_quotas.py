@@ -19,7 +19,7 @@ from sqlalchemy import update
 
 from chatkit_backend.attachments.cleanup import CLEANUP_TASK
 from chatkit_backend.settings import Settings
-from chatkit_backend.store.tables import ATTACHMENTS
+from chatkit_backend.store.tables import UNPREFIXED
 from tests.support.attachments import (
     describe,
     message,
@@ -153,8 +153,8 @@ async def test_a_two_phase_upload_whose_link_expired_holds_no_room(
         ttl = timedelta(seconds=services.settings.attachment_upload_ttl_seconds + 5)
         async with services.engine.begin() as conn:
             await conn.execute(
-                update(ATTACHMENTS)
-                .where(ATTACHMENTS.c.id.in_([a["id"] for a in stale]))
+                update(UNPREFIXED.attachments)
+                .where(UNPREFIXED.attachments.c.id.in_([a["id"] for a in stale]))
                 .values(created_at=datetime.now(UTC) - ttl)
             )
         await assert_intact(chat, [await put(chat, 1000)], files)

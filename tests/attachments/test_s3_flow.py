@@ -18,7 +18,7 @@ from sqlalchemy import update
 from chatkit_backend.attachments.cleanup import clean_up
 from chatkit_backend.attachments.service import UPLOAD_CREATED, AttachmentService
 from chatkit_backend.store.migrations import upgrade_to_head
-from chatkit_backend.store.tables import ATTACHMENTS
+from chatkit_backend.store.tables import UNPREFIXED
 from tests.support.attachments import (
     BINARY,
     PDF,
@@ -258,8 +258,8 @@ async def test_a_late_check_counts_the_file_against_the_quota_again(
         data.metadata = {UPLOAD_CREATED: int(old.timestamp())}
         async with service.records.engine.begin() as conn:
             await conn.execute(
-                update(ATTACHMENTS)
-                .where(ATTACHMENTS.c.id == late["id"])
+                update(UNPREFIXED.attachments)
+                .where(UNPREFIXED.attachments.c.id == late["id"])
                 .values(created_at=old, data=data.model_dump_json())
             )
         # Meanwhile the room went to another file.

@@ -10,7 +10,7 @@ import pytest
 from chatkit_backend.chat.leases import new_lease
 from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.tables import THREADS
+from chatkit_backend.store.tables import UNPREFIXED
 from chatkit_backend.store.turns import Lease, ThreadBusyError, TurnStore
 from tests.support.chat_client import assert_envelope, local_app
 from tests.support.ops import body, lease_of, message, wait_for_lease
@@ -102,6 +102,8 @@ async def _owner(engine: Any, thread_id: str) -> RequestContext:
     from sqlalchemy import select
 
     async with engine.connect() as conn:
-        query = select(THREADS.c.tenant_id, THREADS.c.user_id).where(THREADS.c.id == thread_id)
+        query = select(UNPREFIXED.threads.c.tenant_id, UNPREFIXED.threads.c.user_id).where(
+            UNPREFIXED.threads.c.id == thread_id
+        )
         tenant_id, user_id = (await conn.execute(query)).one()
     return RequestContext(Owner(tenant_id=tenant_id, user_id=user_id))

@@ -11,7 +11,8 @@ from sqlalchemy import update
 
 from chatkit_backend.ops.commands import export_thread, purge_threads, stats_table, tenant_stats
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.maintenance import ITEMS, THREADS, Maintenance
+from chatkit_backend.store.maintenance import Maintenance
+from chatkit_backend.store.tables import UNPREFIXED
 from tests.support.chat_client import ChatClient, chat_client
 from tests.support.processes import run_cli
 from tests.support.sse import answer_text
@@ -24,10 +25,14 @@ async def _age(database_url: str, thread_id: str, days: int) -> None:
     try:
         async with engine.begin() as conn:
             await conn.execute(
-                update(THREADS).where(THREADS.c.id == thread_id).values(updated_at=then)
+                update(UNPREFIXED.threads)
+                .where(UNPREFIXED.threads.c.id == thread_id)
+                .values(updated_at=then)
             )
             await conn.execute(
-                update(ITEMS).where(ITEMS.c.thread_id == thread_id).values(created_at=then)
+                update(UNPREFIXED.items)
+                .where(UNPREFIXED.items.c.thread_id == thread_id)
+                .values(created_at=then)
             )
     finally:
         await engine.dispose()
@@ -82,8 +87,11 @@ async def test_purge_deletes_idle_threads_only(database_url: str) -> None:
     try:
         async with engine.begin() as conn:
             await conn.execute(
-                update(ITEMS)
-                .where(ITEMS.c.thread_id == revived, ITEMS.c.type == "assistant_message")
+                update(UNPREFIXED.items)
+                .where(
+                    UNPREFIXED.items.c.thread_id == revived,
+                    UNPREFIXED.items.c.type == "assistant_message",
+                )
                 .values(created_at=datetime.now(UTC))
             )
         maintenance = Maintenance(engine)

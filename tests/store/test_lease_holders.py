@@ -17,7 +17,7 @@ from sqlalchemy import select
 from chatkit_backend.chat.leases import holder_heartbeat, new_holder_id, new_lease
 from chatkit_backend.context import Owner, RequestContext
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.tables import HOLDERS
+from chatkit_backend.store.tables import UNPREFIXED
 from chatkit_backend.store.turns import (
     HOLDER_TIMEOUT_SECONDS,
     NewMessage,
@@ -139,4 +139,4 @@ async def test_a_starting_holder_forgets_holders_long_silent(database_url: str) 
 
 async def _holder_ids(turns: TurnStore) -> set[str]:
     async with turns.engine.connect() as conn:
-        return set((await conn.execute(select(HOLDERS.c.id))).scalars())
+        return set((await conn.execute(select(UNPREFIXED.holders.c.id))).scalars())

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.employees import Employee, EmployeeDirectory
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.tables import USAGE
+from chatkit_backend.store.tables import UNPREFIXED
 from chatkit_backend.store.usage import UsageLedger
 from tests.support.chat_client import ChatClient
 
@@ -70,7 +70,9 @@ async def usage_rows(database_url: str, thread_id: str) -> list[dict[str, Any]]:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            result = await conn.execute(select(USAGE).where(USAGE.c.thread_id == thread_id))
+            result = await conn.execute(
+                select(UNPREFIXED.usage).where(UNPREFIXED.usage.c.thread_id == thread_id)
+            )
             return [dict(row._mapping) for row in result]
     finally:
         await engine.dispose()

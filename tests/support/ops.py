@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from chatkit_backend.ops.logs import NoTracebacks
 from chatkit_backend.store.engine import create_engine
-from chatkit_backend.store.tables import THREADS
+from chatkit_backend.store.tables import UNPREFIXED
 from tests.support.sse import user_input
 
 
@@ -29,7 +29,9 @@ async def lease_of(database_url: str, thread_id: str) -> str | None:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            query = select(THREADS.c.answer_lease_token).where(THREADS.c.id == thread_id)
+            query = select(UNPREFIXED.threads.c.answer_lease_token).where(
+                UNPREFIXED.threads.c.id == thread_id
+            )
             token: str | None = (await conn.execute(query)).scalar_one_or_none()
             return token
     finally:

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from chatkit_backend.api.deps import ServicesDep, authentication_attempt
+from chatkit_backend.api.deps import Services, ServicesDep, authentication_attempt
 from chatkit_backend.api.errors import error_response
 from chatkit_backend.errors import Unauthorized
 from chatkit_backend.ops.metrics import render
@@ -34,7 +34,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     try:
         async with services.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-            problem = await _schema_watch(request).problem(conn)
+            problem = await _schema_watch(request, services).problem(conn)
     except (SQLAlchemyError, OSError) as exc:
         logger.warning("readiness check failed: %s", type(exc).__name__)
         return error_response(503, "database_unavailable", "The database is not answering")
@@ -43,11 +43,12 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-def _schema_watch(request: Request) -> SchemaWatch:
+def _schema_watch(request: Request, services: Services) -> SchemaWatch:
     """The app's one SchemaWatch, made on its first probe."""
     watch: SchemaWatch | None = getattr(request.app.state, "schema_watch", None)
     if watch is None:
-        watch = request.app.state.schema_watch = SchemaWatch()
+        watch = SchemaWatch(services.settings.table_prefix)
+        request.app.state.schema_watch = watch
     return watch
 
 

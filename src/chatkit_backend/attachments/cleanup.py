@@ -17,6 +17,7 @@ from chatkit_backend.attachments.storage import AttachmentStorage
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.attachments import AttachmentRecords
 from chatkit_backend.store.engine import open_engine
+from chatkit_backend.store.tables import tables_for
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ async def clean_up_once(settings: Settings) -> CleanupReport:
     """One cleanup pass on its own engine: `chatkit-backend cleanup`, e.g. from cron."""
     async with open_engine(settings) as engine:
         return await clean_up(
-            AttachmentRecords(engine),
+            AttachmentRecords(engine, tables_for(settings.table_prefix)),
             build_storage(settings),  # ATTACHMENT_STORAGE's disk or bucket
             timedelta(hours=settings.attachment_unsent_ttl_hours),
         )

@@ -20,6 +20,7 @@ from chatkit_backend.settings import Settings
 from chatkit_backend.store.engine import open_engine
 from chatkit_backend.store.maintenance import Maintenance, ThreadRecord
 from chatkit_backend.store.migrations import require_current_schema
+from chatkit_backend.store.tables import tables_for
 
 _ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
 T = TypeVar("T")
@@ -30,7 +31,7 @@ async def with_maintenance(settings: Settings, work: Callable[[Maintenance], Awa
     used or was not migrated (one line for the operator, not a traceback)."""
     await require_current_schema(settings)
     async with open_engine(settings) as engine:
-        return await work(Maintenance(engine))
+        return await work(Maintenance(engine, tables_for(settings.table_prefix)))
 
 
 async def export_thread(maintenance: Maintenance, thread_id: str, fmt: str, out: TextIO) -> bool:

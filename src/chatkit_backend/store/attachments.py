@@ -8,11 +8,11 @@ from typing import Any
 
 from chatkit.types import Attachment, ThreadItem, UserMessageItem
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatkit_backend.context import Owner, RequestContext
-from chatkit_backend.store.tables import ATTACHMENTS, owned
+from chatkit_backend.store.tables import UNPREFIXED, Tables, owned
 
 _ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
 # The first key of PostgreSQL's two-key advisory locks taken for quotas (any constant:
@@ -45,13 +45,15 @@ class AttachmentRecord:
         return self.attachment.thread_id
 
 
-_COLUMNS = (
-    ATTACHMENTS.c.data,
-    ATTACHMENTS.c.tenant_id,
-    ATTACHMENTS.c.user_id,
-    ATTACHMENTS.c.size_bytes,
-    ATTACHMENTS.c.uploaded_at,
-)
+def _record_columns(table: Table) -> tuple[ColumnElement[Any], ...]:
+    """What `_record` reads."""
+    return (
+        table.c.data,
+        table.c.tenant_id,
+        table.c.user_id,
+        table.c.size_bytes,
+        table.c.uploaded_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +70,10 @@ class Usage:
     total_bytes: int
 
 
-def _usage_columns(live_after: datetime) -> tuple[ColumnElement[Any], ...]:
-    live = or_(ATTACHMENTS.c.uploaded_at.is_not(None), ATTACHMENTS.c.created_at >= live_after)
-    unsent = and_(live, ATTACHMENTS.c.thread_id.is_(None))
-    size = func.coalesce(ATTACHMENTS.c.size_bytes, 0)
+def _usage_columns(table: Table, live_after: datetime) -> tuple[ColumnElement[Any], ...]:
+    live = or_(table.c.uploaded_at.is_not(None), table.c.created_at >= live_after)
+    unsent = and_(live, table.c.thread_id.is_(None))
+    size = func.coalesce(table.c.size_bytes, 0)
     return (
         func.coalesce(func.sum(case((unsent, 1), else_=0)), 0).label("unsent_count"),
         func.coalesce(func.sum(case((unsent, size), else_=0)), 0).label("unsent_bytes"),
@@ -97,8 +99,10 @@ def _record(row: Any) -> AttachmentRecord:
 class AttachmentRecords:
     """The `attachments` table as the upload, serving and cleanup code needs it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, tables: Tables = UNPREFIXED) -> None:
         self.engine = engine
+        self.table = tables.attachments
+        self._columns = _record_columns(self.table)
 
     async def create(
         self,
@@ -130,10 +134,12 @@ class AttachmentRecords:
             "uploaded_at": now if uploaded else None,
         }
         usage = (
-            select(*_usage_columns(live_after)).where(owned(ATTACHMENTS, owner)).subquery("usage")
+            select(*_usage_columns(self.table, live_after))
+            .where(owned(self.table, owner))
+            .subquery("usage")
         )
         values = (
-            select(*(literal(value, ATTACHMENTS.c[name].type) for name, value in row.items()))
+            select(*(literal(value, self.table.c[name].type) for name, value in row.items()))
             .select_from(usage)
             .where(
                 usage.c.unsent_count + 1 <= most.unsent_count,
@@ -141,7 +147,7 @@ class AttachmentRecords:
                 usage.c.total_bytes + size_bytes <= most.total_bytes,
             )
         )
-        insert = ATTACHMENTS.insert().from_select(list(row), values)
+        insert = self.table.insert().from_select(list(row), values)
         async with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 lock = func.pg_advisory_xact_lock(_QUOTA_LOCKS, _owner_lock_key(owner))
@@ -151,7 +157,7 @@ class AttachmentRecords:
 
     async def usage(self, owner: Owner, live_after: datetime) -> Usage:
         """What the owner's attachments hold now (see `Usage`): one indexed aggregate."""
-        query = select(*_usage_columns(live_after)).where(owned(ATTACHMENTS, owner))
+        query = select(*_usage_columns(self.table, live_after)).where(owned(self.table, owner))
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one()
         # PostgreSQL sums BIGINT as NUMERIC.
@@ -159,8 +165,8 @@ class AttachmentRecords:
 
     async def load(self, attachment_id: str, owner: Owner) -> AttachmentRecord | None:
         """The owner's record, or None for an id that is not theirs or does not exist."""
-        query = select(*_COLUMNS).where(
-            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, owner)
+        query = select(*self._columns).where(
+            self.table.c.id == attachment_id, owned(self.table, owner)
         )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
@@ -168,7 +174,7 @@ class AttachmentRecords:
 
     async def load_unscoped(self, attachment_id: str) -> AttachmentRecord | None:
         """Any owner's record: only for signed links, whose signature names the owner."""
-        query = select(*_COLUMNS).where(ATTACHMENTS.c.id == attachment_id)
+        query = select(*self._columns).where(self.table.c.id == attachment_id)
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
         return _record(row) if row is not None else None
@@ -176,11 +182,11 @@ class AttachmentRecords:
     async def mark_uploaded(self, attachment: Attachment, owner: Owner, size_bytes: int) -> bool:
         """Record that the bytes arrived; False when it was deleted or uploaded meanwhile."""
         query = (
-            update(ATTACHMENTS)
+            update(self.table)
             .where(
-                ATTACHMENTS.c.id == attachment.id,
-                owned(ATTACHMENTS, owner),
-                ATTACHMENTS.c.uploaded_at.is_(None),
+                self.table.c.id == attachment.id,
+                owned(self.table, owner),
+                self.table.c.uploaded_at.is_(None),
             )
             .values(
                 data=attachment.model_dump_json(),
@@ -194,16 +200,14 @@ class AttachmentRecords:
 
     async def delete(self, attachment_id: str, owner: Owner) -> bool:
         """Delete the owner's record; False when there was none."""
-        query = delete(ATTACHMENTS).where(
-            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, owner)
-        )
+        query = delete(self.table).where(self.table.c.id == attachment_id, owned(self.table, owner))
         async with self.engine.begin() as conn:
             result = await conn.execute(query)
         return bool(result.rowcount)
 
     async def ids_in_thread(self, thread_id: str, owner: Owner) -> list[str]:
-        query = select(ATTACHMENTS.c.id).where(
-            ATTACHMENTS.c.thread_id == thread_id, owned(ATTACHMENTS, owner)
+        query = select(self.table.c.id).where(
+            self.table.c.thread_id == thread_id, owned(self.table, owner)
         )
         async with self.engine.connect() as conn:
             return list((await conn.execute(query)).scalars().all())
@@ -211,8 +215,8 @@ class AttachmentRecords:
     async def delete_unsent(self, created_before: datetime, limit: int) -> list[str]:
         """Delete up to `limit` records never sent in a message; return their ids."""
         stale = (
-            select(ATTACHMENTS.c.id)
-            .where(ATTACHMENTS.c.thread_id.is_(None), ATTACHMENTS.c.created_at < created_before)
+            select(self.table.c.id)
+            .where(self.table.c.thread_id.is_(None), self.table.c.created_at < created_before)
             .limit(limit)
         )
         async with self.engine.begin() as conn:
@@ -220,18 +224,18 @@ class AttachmentRecords:
             if not ids:
                 return []
             # Checked again in the DELETE: a message may have sent one in between.
-            gone = delete(ATTACHMENTS).where(
-                ATTACHMENTS.c.id.in_(ids),
-                ATTACHMENTS.c.thread_id.is_(None),
-                ATTACHMENTS.c.created_at < created_before,
+            gone = delete(self.table).where(
+                self.table.c.id.in_(ids),
+                self.table.c.thread_id.is_(None),
+                self.table.c.created_at < created_before,
             )
-            deleted = await conn.execute(gone.returning(ATTACHMENTS.c.id))
+            deleted = await conn.execute(gone.returning(self.table.c.id))
             return list(deleted.scalars().all())
 
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` have a record, of any owner (the orphan sweep's question)."""
         if not ids:
             return set()
-        query = select(ATTACHMENTS.c.id).where(ATTACHMENTS.c.id.in_(list(ids)))
+        query = select(self.table.c.id).where(self.table.c.id.in_(list(ids)))
         async with self.engine.connect() as conn:
             return set((await conn.execute(query)).scalars().all())

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatkit_backend.store.tables import EMPLOYEES
+from chatkit_backend.store.tables import UNPREFIXED, Tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,19 +21,20 @@ class Employee:
 class EmployeeDirectory:
     """Reads and loads employees; every query names the tenant."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, tables: Tables = UNPREFIXED) -> None:
         self.engine = engine
+        self.table = tables.employees
 
     async def find(self, tenant_id: str, employee_id: int) -> Employee | None:
         """The tenant's employee with that number, if there is one."""
         query = select(
-            EMPLOYEES.c.employee_id,
-            EMPLOYEES.c.name,
-            EMPLOYEES.c.title,
-            EMPLOYEES.c.department,
-            EMPLOYEES.c.email,
-            EMPLOYEES.c.manager_id,
-        ).where(EMPLOYEES.c.tenant_id == tenant_id, EMPLOYEES.c.employee_id == employee_id)
+            self.table.c.employee_id,
+            self.table.c.name,
+            self.table.c.title,
+            self.table.c.department,
+            self.table.c.email,
+            self.table.c.manager_id,
+        ).where(self.table.c.tenant_id == tenant_id, self.table.c.employee_id == employee_id)
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
         return None if row is None else Employee(*row)
@@ -42,6 +43,6 @@ class EmployeeDirectory:
         """Make the tenant's directory exactly `employees` (the demo loader uses this)."""
         rows = [{"tenant_id": tenant_id, **asdict(employee)} for employee in employees]
         async with self.engine.begin() as conn:
-            await conn.execute(delete(EMPLOYEES).where(EMPLOYEES.c.tenant_id == tenant_id))
+            await conn.execute(delete(self.table).where(self.table.c.tenant_id == tenant_id))
             if rows:
-                await conn.execute(EMPLOYEES.insert(), rows)
+                await conn.execute(self.table.insert(), rows)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Table, and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from chatkit_backend.store.tables import ATTACHMENTS, FEEDBACK, ITEMS, THREADS, USAGE
+from chatkit_backend.store.tables import UNPREFIXED, Tables
 
 PAGE_SIZE = 500
 
@@ -45,12 +45,15 @@ class TenantTotals:
 class Maintenance:
     """The operator's view of the database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, tables: Tables = UNPREFIXED) -> None:
         self.engine = engine
+        self.tables = tables
 
     async def thread(self, thread_id: str) -> ThreadRecord | None:
         columns = ("id", "tenant_id", "user_id", "created_at", "data")
-        query = select(*(THREADS.c[name] for name in columns)).where(THREADS.c.id == thread_id)
+        query = select(*(self.tables.threads.c[name] for name in columns)).where(
+            self.tables.threads.c.id == thread_id
+        )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
         return None if row is None else ThreadRecord(*row)
@@ -60,9 +63,11 @@ class Maintenance:
         last_seq = -1
         while True:
             query = (
-                select(ITEMS.c.seq, ITEMS.c.data)
-                .where(ITEMS.c.thread_id == thread_id, ITEMS.c.seq > last_seq)
-                .order_by(ITEMS.c.seq)
+                select(self.tables.items.c.seq, self.tables.items.c.data)
+                .where(
+                    self.tables.items.c.thread_id == thread_id, self.tables.items.c.seq > last_seq
+                )
+                .order_by(self.tables.items.c.seq)
                 .limit(PAGE_SIZE)
             )
             async with self.engine.connect() as conn:
@@ -83,40 +88,53 @@ class Maintenance:
         so a large purge never holds locks for long.
         """
         recent_item = exists().where(
-            ITEMS.c.thread_id == THREADS.c.id, ITEMS.c.created_at >= cutoff
+            self.tables.items.c.thread_id == self.tables.threads.c.id,
+            self.tables.items.c.created_at >= cutoff,
         )
         idle = and_(
-            THREADS.c.updated_at < cutoff,
+            self.tables.threads.c.updated_at < cutoff,
             ~recent_item,
             # Never under an answer in progress.
             or_(
-                THREADS.c.answer_lease_until.is_(None),
-                THREADS.c.answer_lease_until < datetime.now(UTC),
+                self.tables.threads.c.answer_lease_until.is_(None),
+                self.tables.threads.c.answer_lease_until < datetime.now(UTC),
             ),
         )
         if tenant_id is not None:
-            idle = and_(idle, THREADS.c.tenant_id == tenant_id)
+            idle = and_(idle, self.tables.threads.c.tenant_id == tenant_id)
         threads = items = 0
         attachment_ids: list[str] = []
         after = -1
         while True:
-            pick = select(THREADS.c.seq, THREADS.c.id).where(idle, THREADS.c.seq > after)
+            pick = select(self.tables.threads.c.seq, self.tables.threads.c.id).where(
+                idle, self.tables.threads.c.seq > after
+            )
             async with self.engine.begin() as conn:
-                batch = (await conn.execute(pick.order_by(THREADS.c.seq).limit(PAGE_SIZE))).all()
+                batch = (
+                    await conn.execute(pick.order_by(self.tables.threads.c.seq).limit(PAGE_SIZE))
+                ).all()
                 ids = [row.id for row in batch]
                 if ids:
-                    items += await self._count(conn, ITEMS, ids)
+                    items += await self._count(conn, self.tables.items, ids)
                     attachment_ids += list(
                         (
                             await conn.execute(
-                                select(ATTACHMENTS.c.id).where(ATTACHMENTS.c.thread_id.in_(ids))
+                                select(self.tables.attachments.c.id).where(
+                                    self.tables.attachments.c.thread_id.in_(ids)
+                                )
                             )
                         ).scalars()
                     )
                     if not dry_run:
-                        for table in (FEEDBACK, ITEMS, ATTACHMENTS):
+                        for table in (
+                            self.tables.feedback,
+                            self.tables.items,
+                            self.tables.attachments,
+                        ):
                             await conn.execute(delete(table).where(table.c.thread_id.in_(ids)))
-                        await conn.execute(delete(THREADS).where(THREADS.c.id.in_(ids)))
+                        await conn.execute(
+                            delete(self.tables.threads).where(self.tables.threads.c.id.in_(ids))
+                        )
             threads += len(ids)
             if len(batch) < PAGE_SIZE:
                 return PurgeResult(threads, items, attachment_ids)
@@ -131,14 +149,20 @@ class Maintenance:
         """Threads, items, attachments and model tokens per tenant, by tenant id."""
         counts: dict[str, dict[str, int]] = {}
         async with self.engine.connect() as conn:
-            tables = (("threads", THREADS), ("items", ITEMS), ("attachments", ATTACHMENTS))
+            tables = (
+                ("threads", self.tables.threads),
+                ("items", self.tables.items),
+                ("attachments", self.tables.attachments),
+            )
             for name, table in tables:
                 query = select(table.c.tenant_id, func.count()).group_by(table.c.tenant_id)
                 for tenant, count in (await conn.execute(query)).all():
                     counts.setdefault(tenant, {})[name] = int(count)
             tokens = select(
-                USAGE.c.tenant_id, func.sum(USAGE.c.input_tokens), func.sum(USAGE.c.output_tokens)
-            ).group_by(USAGE.c.tenant_id)
+                self.tables.usage.c.tenant_id,
+                func.sum(self.tables.usage.c.input_tokens),
+                func.sum(self.tables.usage.c.output_tokens),
+            ).group_by(self.tables.usage.c.tenant_id)
             for tenant, input_tokens, output_tokens in (await conn.execute(tokens)).all():
                 totals = counts.setdefault(tenant, {})
                 totals["input_tokens"] = int(input_tokens or 0)

@@ -8,9 +8,10 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import inspect, text
+from sqlalchemy import Select, column, inspect, select, text
+from sqlalchemy import table as table_clause
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,9 +35,11 @@ _PACKAGED_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 MIGRATE_COMMAND = "chatkit-backend migrate"
 # Our own, so an app that includes our routers can keep its own Alembic history in the
-# same database: Alembic's default `alembic_version` is the host's. (Spelled out in the
-# SQL below: table names cannot be bound parameters.)
+# same database: Alembic's default `alembic_version` is the host's. Under TABLE_PREFIX
+# it carries the prefix too (`version_table`): each prefix is a schema of its own.
 VERSION_TABLE = "chatkit_alembic_version"
+# Where env.py and the migration scripts read the TABLE_PREFIX being migrated.
+PREFIX_ATTRIBUTE = "table_prefix"
 # Where versions before 0.2 kept our revision; `adopt_legacy_version` moves it.
 LEGACY_VERSION_TABLE = "alembic_version"
 # Told to HTTP clients (and so to whoever reads the web client's error) as it is.
@@ -68,8 +71,23 @@ def migrations_dir() -> Path:
     return _PROJECT_ROOT / "alembic"
 
 
-def alembic_config(database_url: str | None = None) -> "Config":
-    """The project's Alembic config, pointed at `database_url` when one is given."""
+def version_table(prefix: str) -> str:
+    """Where our revision is kept for the tables under `prefix`."""
+    return prefix + VERSION_TABLE
+
+
+def prefixed(name: str) -> str:
+    """For the migration scripts: a table or index name under the TABLE_PREFIX that env.py
+    is migrating."""
+    from alembic import context
+
+    prefix: str = context.config.attributes.get(PREFIX_ATTRIBUTE) or ""
+    return prefix + name
+
+
+def alembic_config(database_url: str | None = None, table_prefix: str | None = None) -> "Config":
+    """The project's Alembic config, pointed at `database_url` and `table_prefix` when
+    given (else env.py reads them from the settings)."""
     from alembic.config import Config
 
     ini = _alembic_ini()
@@ -78,16 +96,19 @@ def alembic_config(database_url: str | None = None) -> "Config":
     config.set_main_option("script_location", str(migrations_dir()))
     if database_url is not None:
         config.attributes["database_url"] = database_url
+    if table_prefix is not None:
+        config.attributes[PREFIX_ATTRIBUTE] = table_prefix
     return config
 
 
-def upgrade_to_head(database_url: str | None = None) -> None:
+def upgrade_to_head(database_url: str | None = None, table_prefix: str | None = None) -> None:
     """Bring the database to the newest schema. Also for an app that includes our
     routers, from its own migrations or start-up: our history is kept in
-    `chatkit_alembic_version`, apart from the app's."""
+    `chatkit_alembic_version` (under `table_prefix`, `<prefix>chatkit_alembic_version`),
+    apart from the app's."""
     from alembic import command
 
-    command.upgrade(alembic_config(database_url), "head")
+    command.upgrade(alembic_config(database_url, table_prefix), "head")
 
 
 @dataclass(frozen=True)
@@ -179,17 +200,16 @@ class SchemaState:
         )
 
 
-def _revision(connection: Connection) -> str | None:
+def _revision(connection: Connection, prefix: str) -> str | None:
     # What Alembic's MigrationContext.get_current_revision reads, without importing it.
-    tables = inspect(connection)
-    if tables.has_table(VERSION_TABLE):
-        found: str | None = connection.execute(
-            text("SELECT version_num FROM chatkit_alembic_version")
-        ).scalar()
+    name = version_table(prefix)
+    if inspect(connection).has_table(name):
+        query: Select[Any] = select(column("version_num")).select_from(table_clause(name))
+        found: str | None = connection.execute(query).scalar()
         return found
-    # Migrated before our history had a table of its own: still our schema, moved by
-    # the next `migrate`.
-    return _legacy_revision(connection)
+    # Migrated before our history had a table of its own (and before prefixes): still
+    # our schema, moved by the next `migrate`.
+    return None if prefix else _legacy_revision(connection)
 
 
 def _legacy_revision(connection: Connection) -> str | None:
@@ -234,9 +254,9 @@ def adopt_legacy_version(connection: Connection) -> str | None:
     return revision
 
 
-async def read_schema_state(conn: AsyncConnection) -> SchemaState:
+async def read_schema_state(conn: AsyncConnection, table_prefix: str = "") -> SchemaState:
     """The schema's state, read on `conn` (checks the table exists, then reads it)."""
-    return SchemaState(await conn.run_sync(_revision), code_revisions())
+    return SchemaState(await conn.run_sync(_revision, table_prefix), code_revisions())
 
 
 async def schema_state_of(settings: Settings) -> SchemaState:
@@ -244,7 +264,7 @@ async def schema_state_of(settings: Settings) -> SchemaState:
     line, when it cannot be reached or used."""
     try:
         async with open_engine(settings, pool_size=1) as engine, engine.connect() as conn:
-            return await read_schema_state(conn)
+            return await read_schema_state(conn, settings.table_prefix)
     except CONNECT_FAILURES as exc:
         raise DatabaseUnusable(connect_failure(exc, settings.database_url)) from None
 
@@ -271,14 +291,15 @@ def ensure_schema_current(settings: Settings) -> None:
     if not settings.migrate_on_start:
         raise DatabaseUnusable(f"{problem} (or set MIGRATE_ON_START=true)")
     logger.info("MIGRATE_ON_START: bringing the database schema up to date")
-    upgrade_to_head(settings.database_url)
+    upgrade_to_head(settings.database_url, settings.table_prefix)
 
 
 class SchemaWatch:
     """The schema's problem for /readyz, read again at most every `interval` seconds:
     probes can come every second, and the schema changes only when someone migrates."""
 
-    def __init__(self, interval: float = 5.0) -> None:
+    def __init__(self, table_prefix: str = "", interval: float = 5.0) -> None:
+        self.table_prefix = table_prefix
         self.interval = interval
         self._problem: str | None = None
         self._read_at: float | None = None
@@ -286,7 +307,7 @@ class SchemaWatch:
     async def problem(self, conn: AsyncConnection) -> str | None:
         now = time.monotonic()
         if self._read_at is None or now - self._read_at >= self.interval:
-            problem = (await read_schema_state(conn)).problem()
+            problem = (await read_schema_state(conn, self.table_prefix)).problem()
             if problem is not None:
                 logger.error("not ready: %s", problem)
             self._problem, self._read_at = problem, now

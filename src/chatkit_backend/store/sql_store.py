@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.attachments import AttachmentRecords, AttachmentView, viewed
 from chatkit_backend.store.employees import EmployeeDirectory
-from chatkit_backend.store.tables import ATTACHMENTS, FEEDBACK, ITEMS, THREADS, insert_for, owned
+from chatkit_backend.store.tables import UNPREFIXED, Tables, insert_for, owned
 from chatkit_backend.store.usage import UsageLedger
 
 _ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
@@ -33,7 +33,9 @@ Order = Literal["asc", "desc"]
 T = TypeVar("T")
 
 
-def _in_thread(dialect: str, thread_id: str, context: RequestContext) -> ColumnElement[bool]:
+def _in_thread(
+    dialect: str, items: Table, thread_id: str, context: RequestContext
+) -> ColumnElement[bool]:
     """The owner's items of one thread, for queries that page by `seq`.
 
     Without statistics SQLite paged a thread after an anchor through `ix_items_owner`
@@ -42,11 +44,11 @@ def _in_thread(dialect: str, thread_id: str, context: RequestContext) -> ColumnE
     owner columns out of index choice there, so `ix_items_thread_seq` serves the page.
     """
     if dialect != "sqlite":
-        return and_(ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner))
-    tenant = literal_column("+items.tenant_id", ITEMS.c.tenant_id.type)
-    user = literal_column("+items.user_id", ITEMS.c.user_id.type)
+        return and_(items.c.thread_id == thread_id, owned(items, context.owner))
+    tenant = literal_column(f"+{items.name}.tenant_id", items.c.tenant_id.type)
+    user = literal_column(f"+{items.name}.user_id", items.c.user_id.type)
     return and_(
-        ITEMS.c.thread_id == thread_id,
+        items.c.thread_id == thread_id,
         tenant == context.owner.tenant_id,
         user == context.owner.user_id,
     )
@@ -87,12 +89,18 @@ def _page_of(rows: Sequence[Any], limit: int, parse: Any) -> Page[T]:
 class SQLStore(Store[RequestContext]):
     """Threads, items, attachments and feedback in SQLite or PostgreSQL."""
 
-    def __init__(self, engine: AsyncEngine, attachment_view: AttachmentView | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        attachment_view: AttachmentView | None = None,
+        tables: Tables = UNPREFIXED,
+    ) -> None:
         self.engine = engine
+        self.tables = tables
         self._dialect = engine.dialect.name
-        self.employees = EmployeeDirectory(engine)
-        self.usage = UsageLedger(engine)
-        self.attachments = AttachmentRecords(engine)
+        self.employees = EmployeeDirectory(engine, tables)
+        self.usage = UsageLedger(engine, tables)
+        self.attachments = AttachmentRecords(engine, tables)
         self.attachment_view = attachment_view
         # Reads need no transaction: on PostgreSQL that saves BEGIN and ROLLBACK trips.
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -108,8 +116,8 @@ class SQLStore(Store[RequestContext]):
     # Threads
 
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
-        query = select(THREADS.c.data).where(
-            THREADS.c.id == thread_id, owned(THREADS, context.owner)
+        query = select(self.tables.threads.c.data).where(
+            self.tables.threads.c.id == thread_id, owned(self.tables.threads, context.owner)
         )
         async with self.reader.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
@@ -121,7 +129,7 @@ class SQLStore(Store[RequestContext]):
         # The SDK sometimes hands over a full `Thread`; its items are stored separately.
         data = thread.model_dump_json(exclude={"items"})
         now = datetime.now(UTC)
-        insert = insert_for(self._dialect, THREADS).values(
+        insert = insert_for(self._dialect, self.tables.threads).values(
             id=thread.id,
             tenant_id=context.owner.tenant_id,
             user_id=context.owner.user_id,
@@ -130,9 +138,9 @@ class SQLStore(Store[RequestContext]):
             data=data,
         )
         upsert = insert.on_conflict_do_update(
-            index_elements=[THREADS.c.id],
+            index_elements=[self.tables.threads.c.id],
             set_={"data": insert.excluded.data, "updated_at": insert.excluded.updated_at},
-            where=owned(THREADS, context.owner),
+            where=owned(self.tables.threads, context.owner),
         )
         async with self.engine.begin() as conn:
             result = await conn.execute(upsert)
@@ -142,13 +150,15 @@ class SQLStore(Store[RequestContext]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext
     ) -> Page[ThreadMetadata]:
-        query = select(THREADS.c.id, THREADS.c.data).where(owned(THREADS, context.owner))
+        query = select(self.tables.threads.c.id, self.tables.threads.c.data).where(
+            owned(self.tables.threads, context.owner)
+        )
         anchor = None
         if after is not None:
-            anchor = select(THREADS.c.seq).where(
-                THREADS.c.id == after, owned(THREADS, context.owner)
+            anchor = select(self.tables.threads.c.seq).where(
+                self.tables.threads.c.id == after, owned(self.tables.threads, context.owner)
             )
-        query = _keyset_page(query, THREADS, anchor, limit, _order(order))
+        query = _keyset_page(query, self.tables.threads, anchor, limit, _order(order))
         async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return _page_of(rows, limit, ThreadMetadata.model_validate_json)
@@ -164,12 +174,14 @@ class SQLStore(Store[RequestContext]):
 
     async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
         async with self.engine.begin() as conn:
-            for table in (FEEDBACK, ITEMS, ATTACHMENTS):
+            for table in (self.tables.feedback, self.tables.items, self.tables.attachments):
                 await conn.execute(
                     delete(table).where(table.c.thread_id == thread_id, owned(table, context.owner))
                 )
             await conn.execute(
-                delete(THREADS).where(THREADS.c.id == thread_id, owned(THREADS, context.owner))
+                delete(self.tables.threads).where(
+                    self.tables.threads.c.id == thread_id, owned(self.tables.threads, context.owner)
+                )
             )
 
     # Items
@@ -182,12 +194,14 @@ class SQLStore(Store[RequestContext]):
         order: str,
         context: RequestContext,
     ) -> Page[ThreadItem]:
-        in_thread = _in_thread(self._dialect, thread_id, context)
-        query = select(ITEMS.c.id, ITEMS.c.data).where(in_thread)
+        in_thread = _in_thread(self._dialect, self.tables.items, thread_id, context)
+        query = select(self.tables.items.c.id, self.tables.items.c.data).where(in_thread)
         anchor = None
         if after is not None:
-            anchor = select(ITEMS.c.seq).where(ITEMS.c.id == after, in_thread)
-        query = _keyset_page(query, ITEMS, anchor, limit, _order(order))
+            anchor = select(self.tables.items.c.seq).where(
+                self.tables.items.c.id == after, in_thread
+            )
+        query = _keyset_page(query, self.tables.items, anchor, limit, _order(order))
         async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         page: Page[ThreadItem] = _page_of(rows, limit, _ITEM.validate_json)
@@ -207,15 +221,21 @@ class SQLStore(Store[RequestContext]):
         page). Two statements, each on its index: joined into one, PostgreSQL sorted a
         whole 10,000-item thread to cut a page of 20."""
         owner = context.owner
-        thread_query = select(THREADS.c.data).where(
-            THREADS.c.id == thread_id, owned(THREADS, owner)
+        thread_query = select(self.tables.threads.c.data).where(
+            self.tables.threads.c.id == thread_id, owned(self.tables.threads, owner)
         )
-        in_thread = _in_thread(self._dialect, thread_id, context)
+        in_thread = _in_thread(self._dialect, self.tables.items, thread_id, context)
         anchor = None
         if after is not None:
-            anchor = select(ITEMS.c.seq).where(ITEMS.c.id == after, in_thread)
+            anchor = select(self.tables.items.c.seq).where(
+                self.tables.items.c.id == after, in_thread
+            )
         items_query = _keyset_page(
-            select(ITEMS.c.id, ITEMS.c.data).where(in_thread), ITEMS, anchor, limit, _order(order)
+            select(self.tables.items.c.id, self.tables.items.c.data).where(in_thread),
+            self.tables.items,
+            anchor,
+            limit,
+            _order(order),
         )
         async with self.reader.connect() as conn:
             data = (await conn.execute(thread_query)).scalar_one_or_none()
@@ -240,19 +260,21 @@ class SQLStore(Store[RequestContext]):
         # its owner holds, and an update keeps the item's place (`seq`) in the thread.
         source = select(
             literal(item.id),
-            THREADS.c.id,
-            THREADS.c.tenant_id,
-            THREADS.c.user_id,
+            self.tables.threads.c.id,
+            self.tables.threads.c.tenant_id,
+            self.tables.threads.c.user_id,
             literal(item.type),
-            literal(datetime.now(UTC), ITEMS.c.created_at.type),
+            literal(datetime.now(UTC), self.tables.items.c.created_at.type),
             literal(item.model_dump_json()),
-        ).where(THREADS.c.id == thread_id, owned(THREADS, context.owner))
+        ).where(self.tables.threads.c.id == thread_id, owned(self.tables.threads, context.owner))
         columns = ["id", "thread_id", "tenant_id", "user_id", "type", "created_at", "data"]
-        insert = insert_for(self._dialect, ITEMS).from_select(columns, source)
+        insert = insert_for(self._dialect, self.tables.items).from_select(columns, source)
         upsert = insert.on_conflict_do_update(
-            index_elements=[ITEMS.c.id],
+            index_elements=[self.tables.items.c.id],
             set_={"data": insert.excluded.data, "type": insert.excluded.type},
-            where=and_(ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner)),
+            where=and_(
+                self.tables.items.c.thread_id == thread_id, owned(self.tables.items, context.owner)
+            ),
         )
         async with self.engine.begin() as conn:
             result = await conn.execute(upsert)
@@ -260,8 +282,10 @@ class SQLStore(Store[RequestContext]):
             raise NotFoundError(f"Thread {thread_id} not found")
 
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
-        query = select(ITEMS.c.data).where(
-            ITEMS.c.id == item_id, ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner)
+        query = select(self.tables.items.c.data).where(
+            self.tables.items.c.id == item_id,
+            self.tables.items.c.thread_id == thread_id,
+            owned(self.tables.items, context.owner),
         )
         async with self.reader.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
@@ -273,10 +297,10 @@ class SQLStore(Store[RequestContext]):
         self, thread_id: str, item_ids: Sequence[str], context: RequestContext
     ) -> set[str]:
         """Return which of `item_ids` exist in the owner's thread."""
-        query = select(ITEMS.c.id).where(
-            ITEMS.c.id.in_(list(item_ids)),
-            ITEMS.c.thread_id == thread_id,
-            owned(ITEMS, context.owner),
+        query = select(self.tables.items.c.id).where(
+            self.tables.items.c.id.in_(list(item_ids)),
+            self.tables.items.c.thread_id == thread_id,
+            owned(self.tables.items, context.owner),
         )
         async with self.reader.connect() as conn:
             return set((await conn.execute(query)).scalars().all())
@@ -284,8 +308,10 @@ class SQLStore(Store[RequestContext]):
     async def delete_thread_item(
         self, thread_id: str, item_id: str, context: RequestContext
     ) -> None:
-        query = delete(ITEMS).where(
-            ITEMS.c.id == item_id, ITEMS.c.thread_id == thread_id, owned(ITEMS, context.owner)
+        query = delete(self.tables.items).where(
+            self.tables.items.c.id == item_id,
+            self.tables.items.c.thread_id == thread_id,
+            owned(self.tables.items, context.owner),
         )
         async with self.engine.begin() as conn:
             await conn.execute(query)
@@ -293,7 +319,7 @@ class SQLStore(Store[RequestContext]):
     # Attachments
 
     async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
-        insert = insert_for(self._dialect, ATTACHMENTS).values(
+        insert = insert_for(self._dialect, self.tables.attachments).values(
             id=attachment.id,
             tenant_id=context.owner.tenant_id,
             user_id=context.owner.user_id,
@@ -302,9 +328,9 @@ class SQLStore(Store[RequestContext]):
             data=attachment.model_dump_json(),
         )
         upsert = insert.on_conflict_do_update(
-            index_elements=[ATTACHMENTS.c.id],
+            index_elements=[self.tables.attachments.c.id],
             set_={"data": insert.excluded.data, "thread_id": insert.excluded.thread_id},
-            where=owned(ATTACHMENTS, context.owner),
+            where=owned(self.tables.attachments, context.owner),
         )
         async with self.engine.begin() as conn:
             result = await conn.execute(upsert)
@@ -312,8 +338,9 @@ class SQLStore(Store[RequestContext]):
             raise NotFoundError(f"Attachment {attachment.id} not found")
 
     async def load_attachment(self, attachment_id: str, context: RequestContext) -> Attachment:
-        query = select(ATTACHMENTS.c.data).where(
-            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, context.owner)
+        query = select(self.tables.attachments.c.data).where(
+            self.tables.attachments.c.id == attachment_id,
+            owned(self.tables.attachments, context.owner),
         )
         async with self.reader.connect() as conn:
             data = (await conn.execute(query)).scalar_one_or_none()
@@ -323,8 +350,9 @@ class SQLStore(Store[RequestContext]):
         return self.attachment_view(attachment, context) if self.attachment_view else attachment
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
-        query = delete(ATTACHMENTS).where(
-            ATTACHMENTS.c.id == attachment_id, owned(ATTACHMENTS, context.owner)
+        query = delete(self.tables.attachments).where(
+            self.tables.attachments.c.id == attachment_id,
+            owned(self.tables.attachments, context.owner),
         )
         async with self.engine.begin() as conn:
             await conn.execute(query)
@@ -339,21 +367,25 @@ class SQLStore(Store[RequestContext]):
             return
         # INSERT ... SELECT from the owner's items: ratings can only name what they own.
         source = select(
-            ITEMS.c.tenant_id,
-            ITEMS.c.user_id,
-            ITEMS.c.thread_id,
-            ITEMS.c.id,
+            self.tables.items.c.tenant_id,
+            self.tables.items.c.user_id,
+            self.tables.items.c.thread_id,
+            self.tables.items.c.id,
             literal(kind),
-            literal(datetime.now(UTC), FEEDBACK.c.created_at.type),
+            literal(datetime.now(UTC), self.tables.feedback.c.created_at.type),
         ).where(
-            ITEMS.c.id.in_(list(item_ids)),
-            ITEMS.c.thread_id == thread_id,
-            owned(ITEMS, context.owner),
+            self.tables.items.c.id.in_(list(item_ids)),
+            self.tables.items.c.thread_id == thread_id,
+            owned(self.tables.items, context.owner),
         )
         columns = ["tenant_id", "user_id", "thread_id", "item_id", "kind", "created_at"]
-        insert = insert_for(self._dialect, FEEDBACK).from_select(columns, source)
+        insert = insert_for(self._dialect, self.tables.feedback).from_select(columns, source)
         upsert = insert.on_conflict_do_update(
-            index_elements=[FEEDBACK.c.tenant_id, FEEDBACK.c.user_id, FEEDBACK.c.item_id],
+            index_elements=[
+                self.tables.feedback.c.tenant_id,
+                self.tables.feedback.c.user_id,
+                self.tables.feedback.c.item_id,
+            ],
             set_={"kind": insert.excluded.kind, "created_at": insert.excluded.created_at},
         )
         async with self.engine.begin() as conn:
@@ -363,8 +395,9 @@ class SQLStore(Store[RequestContext]):
         self, thread_id: str, context: RequestContext
     ) -> dict[str, FeedbackKind]:
         """Return the owner's ratings in a thread, by item id."""
-        query = select(FEEDBACK.c.item_id, FEEDBACK.c.kind).where(
-            FEEDBACK.c.thread_id == thread_id, owned(FEEDBACK, context.owner)
+        query = select(self.tables.feedback.c.item_id, self.tables.feedback.c.kind).where(
+            self.tables.feedback.c.thread_id == thread_id,
+            owned(self.tables.feedback, context.owner),
         )
         async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()

@@ -1,5 +1,12 @@
-"""The database tables. Alembic migrations are generated from this metadata."""
+"""The database tables. Alembic migrations are generated from this metadata.
 
+The row classes declare the tables under their plain names; `tables_for(prefix)` gives
+the same tables under TABLE_PREFIX, for a database shared with an app that has tables of
+its own (`items`, `usage`...). Queries are built on a `Tables`, never on the classes.
+"""
+
+import functools
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -8,14 +15,17 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     Integer,
+    MetaData,
     Table,
     Text,
     UniqueConstraint,
     and_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import SchemaItem
 from sqlmodel import Field, SQLModel
 
 from chatkit_backend.context import Owner
@@ -168,13 +178,73 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-THREADS = table_of(ThreadRow)
-HOLDERS = table_of(HolderRow)
-ITEMS = table_of(ItemRow)
-ATTACHMENTS = table_of(AttachmentRow)
-FEEDBACK = table_of(FeedbackRow)
-EMPLOYEES = table_of(EmployeeRow)
-USAGE = table_of(UsageRow)
+@dataclass(frozen=True)
+class Tables:
+    """Our tables under one name prefix, and the metadata that holds them."""
+
+    prefix: str
+    metadata: MetaData
+    threads: Table
+    holders: Table
+    items: Table
+    attachments: Table
+    feedback: Table
+    employees: Table
+    usage: Table
+
+
+def _copy_under(table: Table, metadata: MetaData, prefix: str) -> Table:
+    """`table` as `prefix` + its name in `metadata`, with its foreign keys pointing at the
+    prefixed parents and its index names prefixed too: PostgreSQL and SQLite name indexes
+    per schema, not per table. (`Table.to_metadata(name=)` keeps foreign keys on the
+    parents' old names.)"""
+    items: list[SchemaItem] = []
+    for column in table.columns:
+        copy = column._copy()
+        copy.index = None  # added below, under the prefixed name
+        items.append(copy)
+    for constraint in table.constraints:
+        match constraint:
+            case ForeignKeyConstraint():
+                targets = [prefix + key.target_fullname for key in constraint.elements]
+                items.append(
+                    ForeignKeyConstraint(
+                        constraint.column_keys, targets, ondelete=constraint.ondelete
+                    )
+                )
+            # Those made by `unique=True` come back with the copied columns.
+            case UniqueConstraint() if not constraint._column_flag:
+                items.append(UniqueConstraint(*constraint.columns.keys()))
+    copied = Table(prefix + table.name, metadata, *items)
+    for index in table.indexes:
+        columns = [copied.c[column.name] for column in index.columns]
+        Index(f"{prefix}{index.name}", *columns, unique=index.unique)
+    return copied
+
+
+@functools.cache
+def tables_for(prefix: str) -> Tables:
+    """Our tables named `prefix` + name (TABLE_PREFIX); "" gives the declared ones."""
+    declared = [table_of(model) for model in _MODELS]
+    if not prefix:
+        return Tables("", metadata, *declared)
+    prefixed = MetaData()
+    copies = {table.name: _copy_under(table, prefixed, prefix) for table in metadata.sorted_tables}
+    return Tables(prefix, prefixed, *(copies[table.name] for table in declared))
+
+
+# In the order of `Tables`' fields.
+_MODELS: tuple[type[SQLModel], ...] = (
+    ThreadRow,
+    HolderRow,
+    ItemRow,
+    AttachmentRow,
+    FeedbackRow,
+    EmployeeRow,
+    UsageRow,
+)
+# The tables under their plain names: the default, and what the migrations declare.
+UNPREFIXED = tables_for("")
 
 
 def owned(table: Table, owner: Owner) -> ColumnElement[bool]:

@@ -58,14 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.attachments import AttachmentView
-from chatkit_backend.store.tables import (
-    ATTACHMENTS,
-    HOLDERS,
-    ITEMS,
-    THREADS,
-    USAGE,
-    insert_for,
-)
+from chatkit_backend.store.tables import UNPREFIXED, Tables, insert_for
 
 _ITEMS_ADAPTER: TypeAdapter[list[ThreadItem]] = TypeAdapter(list[ThreadItem])
 _ATTACHMENT: TypeAdapter[Attachment] = TypeAdapter(Attachment)
@@ -143,17 +136,17 @@ def _owner_params(context: RequestContext) -> dict[str, Any]:
     return {"o_tenant": context.owner.tenant_id, "o_user": context.owner.user_id}
 
 
-_THREAD_OWNED = and_(
-    THREADS.c.id == bindparam("o_thread"),
-    THREADS.c.tenant_id == bindparam("o_tenant"),
-    THREADS.c.user_id == bindparam("o_user"),
-)
-
-
 class TurnStatements:
     """The turn's statements for one dialect, built once."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, tables: Tables = UNPREFIXED) -> None:
+        threads, holders, items = tables.threads, tables.holders, tables.items
+        attachments, usage = tables.attachments, tables.usage
+        thread_owned = and_(
+            threads.c.id == bindparam("o_thread"),
+            threads.c.tenant_id == bindparam("o_tenant"),
+            threads.c.user_id == bindparam("o_user"),
+        )
         # Heartbeat times: the database's clock on PostgreSQL, ours (bound) on SQLite.
         beat_now: ColumnElement[datetime] = bindparam("h_now", type_=_UTC)
         silent_since: ColumnElement[datetime] = bindparam("h_silent_since", type_=_UTC)
@@ -161,21 +154,21 @@ class TurnStatements:
             beat_now = func.now()
             silent_since = func.now() - bindparam("h_timeout", type_=Interval())
         holder_alive = exists().where(
-            HOLDERS.c.id == THREADS.c.answer_lease_holder, HOLDERS.c.beat_at >= silent_since
+            holders.c.id == threads.c.answer_lease_holder, holders.c.beat_at >= silent_since
         )
         self.claim: Update = (
-            update(THREADS)
+            update(threads)
             .where(
-                _THREAD_OWNED,
+                thread_owned,
                 or_(
-                    THREADS.c.answer_lease_until.is_(None),
-                    THREADS.c.answer_lease_until < bindparam("l_now", type_=_UTC),
+                    threads.c.answer_lease_until.is_(None),
+                    threads.c.answer_lease_until < bindparam("l_now", type_=_UTC),
                     # Its holder stopped beating. Never our own (we are alive, whatever
                     # our last beat says); a lease with no holder (taken before holders
                     # existed) or a store with none only ever frees by running out: the
                     # comparison with NULL is not true.
                     and_(
-                        THREADS.c.answer_lease_holder != bindparam("l_holder"),
+                        threads.c.answer_lease_holder != bindparam("l_holder"),
                         ~holder_alive,
                     ),
                 ),
@@ -185,16 +178,16 @@ class TurnStatements:
                 answer_lease_until=bindparam("l_until", type_=_UTC),
                 answer_lease_holder=bindparam("l_holder"),
             )
-            .returning(THREADS.c.data)
+            .returning(threads.c.data)
         )
-        beat = insert_for(dialect, HOLDERS).values(id=bindparam("h_id"), beat_at=beat_now)
+        beat = insert_for(dialect, holders).values(id=bindparam("h_id"), beat_at=beat_now)
         self.beat: Insert = beat.on_conflict_do_update(
-            index_elements=[HOLDERS.c.id], set_={"beat_at": beat.excluded.beat_at}
+            index_elements=[holders.c.id], set_={"beat_at": beat.excluded.beat_at}
         )
-        self.forget_holder: Delete = delete(HOLDERS).where(HOLDERS.c.id == bindparam("h_id"))
-        self.forget_silent_holders: Delete = delete(HOLDERS).where(HOLDERS.c.beat_at < silent_since)
-        self.exists: Select[Any] = select(THREADS.c.id).where(_THREAD_OWNED)
-        self.create_thread: Insert = THREADS.insert().values(
+        self.forget_holder: Delete = delete(holders).where(holders.c.id == bindparam("h_id"))
+        self.forget_silent_holders: Delete = delete(holders).where(holders.c.beat_at < silent_since)
+        self.exists: Select[Any] = select(threads.c.id).where(thread_owned)
+        self.create_thread: Insert = threads.insert().values(
             id=bindparam("o_thread"),
             tenant_id=bindparam("o_tenant"),
             user_id=bindparam("o_user"),
@@ -207,69 +200,69 @@ class TurnStatements:
         )
         # The thread's own index serves this on SQLite only if the owner columns stay out
         # of index choice (the unary `+`); see store/sql_store.py.
-        tenant: ColumnElement[str] = ITEMS.c.tenant_id
-        user: ColumnElement[str] = ITEMS.c.user_id
+        tenant: ColumnElement[str] = items.c.tenant_id
+        user: ColumnElement[str] = items.c.user_id
         if dialect == "sqlite":
-            tenant = literal_column("+items.tenant_id", ITEMS.c.tenant_id.type)
-            user = literal_column("+items.user_id", ITEMS.c.user_id.type)
+            tenant = literal_column(f"+{items.name}.tenant_id", items.c.tenant_id.type)
+            user = literal_column(f"+{items.name}.user_id", items.c.user_id.type)
         in_thread = and_(
-            ITEMS.c.thread_id == bindparam("o_thread"),
+            items.c.thread_id == bindparam("o_thread"),
             tenant == bindparam("o_tenant"),
             user == bindparam("o_user"),
         )
         self.history: Select[Any] = (
-            select(ITEMS.c.data)
+            select(items.c.data)
             .where(in_thread)
-            .order_by(ITEMS.c.seq.desc())
+            .order_by(items.c.seq.desc())
             .limit(bindparam("h_limit"))
         )
-        self.truncate: Delete = delete(ITEMS).where(
+        self.truncate: Delete = delete(items).where(
             in_thread,
-            ITEMS.c.seq
-            > select(ITEMS.c.seq)
-            .where(ITEMS.c.id == bindparam("h_after"), in_thread)
+            items.c.seq
+            > select(items.c.seq)
+            .where(items.c.id == bindparam("h_after"), in_thread)
             .scalar_subquery(),
         )
-        self.delete_items: Delete = delete(ITEMS).where(
-            in_thread, ITEMS.c.id.in_(bindparam("d_ids", expanding=True))
+        self.delete_items: Delete = delete(items).where(
+            in_thread, items.c.id.in_(bindparam("d_ids", expanding=True))
         )
         # INSERT ... SELECT from the owner's thread: an item can only land in a thread
         # its owner holds, and an update keeps the item's place (`seq`) in the thread.
         source = select(
             bindparam("i_id"),
-            THREADS.c.id,
-            THREADS.c.tenant_id,
-            THREADS.c.user_id,
+            threads.c.id,
+            threads.c.tenant_id,
+            threads.c.user_id,
             bindparam("i_type"),
             bindparam("t_now", type_=_UTC),
             bindparam("i_data"),
-        ).where(_THREAD_OWNED)
+        ).where(thread_owned)
         columns = ["id", "thread_id", "tenant_id", "user_id", "type", "created_at", "data"]
-        insert = insert_for(dialect, ITEMS).from_select(columns, source)
+        insert = insert_for(dialect, items).from_select(columns, source)
         self.upsert_item: Insert = insert.on_conflict_do_update(
-            index_elements=[ITEMS.c.id],
+            index_elements=[items.c.id],
             set_={"data": insert.excluded.data, "type": insert.excluded.type},
             where=and_(
-                ITEMS.c.thread_id == bindparam("o_thread"),
-                ITEMS.c.tenant_id == bindparam("o_tenant"),
-                ITEMS.c.user_id == bindparam("o_user"),
+                items.c.thread_id == bindparam("o_thread"),
+                items.c.tenant_id == bindparam("o_tenant"),
+                items.c.user_id == bindparam("o_user"),
             ),
         )
-        self.load_attachments: Select[Any] = select(ATTACHMENTS.c.data).where(
-            ATTACHMENTS.c.id.in_(bindparam("a_ids", expanding=True)),
-            ATTACHMENTS.c.tenant_id == bindparam("o_tenant"),
-            ATTACHMENTS.c.user_id == bindparam("o_user"),
+        self.load_attachments: Select[Any] = select(attachments.c.data).where(
+            attachments.c.id.in_(bindparam("a_ids", expanding=True)),
+            attachments.c.tenant_id == bindparam("o_tenant"),
+            attachments.c.user_id == bindparam("o_user"),
         )
         self.send_attachment: Update = (
-            update(ATTACHMENTS)
+            update(attachments)
             .where(
-                ATTACHMENTS.c.id == bindparam("a_id"),
-                ATTACHMENTS.c.tenant_id == bindparam("o_tenant"),
-                ATTACHMENTS.c.user_id == bindparam("o_user"),
+                attachments.c.id == bindparam("a_id"),
+                attachments.c.tenant_id == bindparam("o_tenant"),
+                attachments.c.user_id == bindparam("o_user"),
             )
             .values(thread_id=bindparam("o_thread"), data=bindparam("a_data"))
         )
-        self.record_usage: Insert = USAGE.insert().values(
+        self.record_usage: Insert = usage.insert().values(
             tenant_id=bindparam("o_tenant"),
             user_id=bindparam("o_user"),
             thread_id=bindparam("o_thread"),
@@ -279,21 +272,21 @@ class TurnStatements:
             output_tokens=bindparam("u_output"),
             created_at=bindparam("t_now", type_=_UTC),
         )
-        ours = THREADS.c.answer_lease_token == bindparam("l_token")
+        ours = threads.c.answer_lease_token == bindparam("l_token")
         self.close: Update = (
-            update(THREADS)
-            .where(_THREAD_OWNED)
+            update(threads)
+            .where(thread_owned)
             .values(
                 updated_at=bindparam("t_now", type_=_UTC),
-                data=func.coalesce(bindparam("t_data"), THREADS.c.data),
-                answer_lease_token=case((ours, None), else_=THREADS.c.answer_lease_token),
-                answer_lease_until=case((ours, None), else_=THREADS.c.answer_lease_until),
-                answer_lease_holder=case((ours, None), else_=THREADS.c.answer_lease_holder),
+                data=func.coalesce(bindparam("t_data"), threads.c.data),
+                answer_lease_token=case((ours, None), else_=threads.c.answer_lease_token),
+                answer_lease_until=case((ours, None), else_=threads.c.answer_lease_until),
+                answer_lease_holder=case((ours, None), else_=threads.c.answer_lease_holder),
             )
         )
         self.release: Update = (
-            update(THREADS)
-            .where(THREADS.c.id == bindparam("o_thread"), ours)
+            update(threads)
+            .where(threads.c.id == bindparam("o_thread"), ours)
             .values(answer_lease_token=None, answer_lease_until=None, answer_lease_holder=None)
         )
 
@@ -315,13 +308,14 @@ class TurnStore:
         gate: Gate | None = None,
         holder: str | None = None,
         holder_timeout: float = HOLDER_TIMEOUT_SECONDS,
+        tables: Tables = UNPREFIXED,
     ) -> None:
         self.engine = engine
         self.attachment_view = attachment_view
         self.gate = gate or _no_gate
         self.holder = holder
         self.holder_timeout = timedelta(seconds=holder_timeout)
-        self.sql = TurnStatements(engine.dialect.name)
+        self.sql = TurnStatements(engine.dialect.name, tables)
 
     def _lease_params(self, lease: Lease, now: datetime) -> dict[str, Any]:
         return {
