@@ -2,6 +2,7 @@
 ChatKit clients on them, the fake OpenAI server, and a PostgreSQL cluster of a test's own."""
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from tests.support.fake_openai import FakeOpenAI, running_fake_openai
 from tests.support.needs import require_postgres, require_server_binaries
 from tests.support.postgres import (
     ThrowawayPostgres,
+    empty_database,
     fresh_postgres_database,
     sqlite_url,
     throwaway_postgres,
@@ -32,6 +34,15 @@ def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = sqlite_url(tmp_path_factory.mktemp("sqlite"))
     upgrade_to_head(url)
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own with no tables, once per supported database."""
+    if request.param == "postgresql":
+        require_postgres()
+    with empty_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

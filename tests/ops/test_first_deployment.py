@@ -7,7 +7,7 @@ import asyncio
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,23 +24,12 @@ from chatkit_backend.store.migrations import alembic_config, code_revisions, upg
 from tests.support.chat_client import assert_envelope, local_app, post
 from tests.support.needs import require_postgres
 from tests.support.ops import body
-from tests.support.postgres import ADMIN_URL, fresh_postgres_database, sqlite_url
+from tests.support.postgres import ADMIN_URL, sqlite_url
 from tests.support.processes import free_port, run_cli, serving
 from tests.support.sse import user_input
 
 PASSWORD = "s3cret-Pa55word"
 MIGRATE = "chatkit-backend migrate"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of its own, never migrated: no tables at all."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    require_postgres()
-    with fresh_postgres_database() as url:
-        yield url
 
 
 def _env(database_url: str, **extra: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from chatkit.types import ThreadMetadata
 from chatkit_backend.context import RequestContext
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.sql_store import SQLStore
+from chatkit_backend.store.tables import UNPREFIXED, Tables
 from tests.store.store_contract import StoreContract, make_message, make_thread, random_id
 
 # The SDK's prefixes, each followed by at least 96 random bits (24 hex digits).
@@ -39,10 +40,15 @@ class SQLStoreContract(StoreContract):
         """The migrated database the tests run on."""
 
     @pytest.fixture
-    async def store(self, database_url: str) -> AsyncIterator[SQLStore]:
+    def tables(self) -> Tables:
+        """Our tables as that database names them."""
+        return UNPREFIXED
+
+    @pytest.fixture
+    async def store(self, database_url: str, tables: Tables) -> AsyncIterator[SQLStore]:
         engine = create_engine(database_url)
         try:
-            yield SQLStore(engine)
+            yield SQLStore(engine, tables=tables)
         finally:
             await engine.dispose()
 

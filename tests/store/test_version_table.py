@@ -2,9 +2,6 @@
 alembic_version; databases migrated before keep working and are moved on `migrate`."""
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from sqlalchemy import Connection, inspect, text
@@ -17,37 +14,13 @@ from chatkit_backend.store.migrations import (
     read_schema_state,
     upgrade_to_head,
 )
-from tests.support.needs import require_postgres
-from tests.support.postgres import fresh_postgres_database, sqlite_url
-
-T = TypeVar("T")
+from tests.support.schema import run_on
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path)
-        upgrade_to_head(url)
-        yield url
-        return
-    require_postgres()
-    with fresh_postgres_database() as url:
-        upgrade_to_head(url)
-        yield url
-
-
-def _run(url: str, fn: Callable[[Connection], T]) -> T:
-    async def run() -> T:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as connection:
-                result = await connection.run_sync(fn)
-                await connection.commit()
-                return result
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+@pytest.fixture
+def migrated_url(empty_database_url: str) -> str:
+    upgrade_to_head(empty_database_url)
+    return empty_database_url
 
 
 def _head() -> str:
@@ -72,15 +45,15 @@ def _versions(connection: Connection, table: str) -> list[str] | None:
 
 
 def test_a_fresh_database_keeps_our_history_in_our_table(migrated_url: str) -> None:
-    assert _run(migrated_url, lambda c: _versions(c, VERSION_TABLE)) == [_head()]
-    assert _run(migrated_url, lambda c: _versions(c, LEGACY_VERSION_TABLE)) is None
+    assert run_on(migrated_url, lambda c: _versions(c, VERSION_TABLE)) == [_head()]
+    assert run_on(migrated_url, lambda c: _versions(c, LEGACY_VERSION_TABLE)) is None
 
 
 @pytest.mark.parametrize("others", [(), ("host0001",)], ids=["alone", "beside-a-host"])
 def test_a_database_migrated_before_is_current_and_moved_on_migrate(
     migrated_url: str, others: tuple[str, ...]
 ) -> None:
-    _run(migrated_url, lambda c: _as_before(c, *others))
+    run_on(migrated_url, lambda c: _as_before(c, *others))
 
     # serve's start-up check and /readyz: the schema is current, nothing to do yet.
     async def state() -> str | None:
@@ -96,9 +69,9 @@ def test_a_database_migrated_before_is_current_and_moved_on_migrate(
     assert asyncio.run(state()) == _head()
 
     upgrade_to_head(migrated_url)
-    assert _run(migrated_url, lambda c: _versions(c, VERSION_TABLE)) == [_head()]
+    assert run_on(migrated_url, lambda c: _versions(c, VERSION_TABLE)) == [_head()]
     # The host's revision stays where its Alembic looks; an emptied table goes.
-    left = _run(migrated_url, lambda c: _versions(c, LEGACY_VERSION_TABLE))
+    left = run_on(migrated_url, lambda c: _versions(c, LEGACY_VERSION_TABLE))
     assert left == (sorted(others) if others else None)
 
 
@@ -109,7 +82,7 @@ def test_a_hosts_alembic_version_alone_is_not_taken_for_ours(migrated_url: str) 
             text(f"DELETE FROM {LEGACY_VERSION_TABLE} WHERE version_num = :r"), {"r": _head()}
         )
 
-    _run(migrated_url, host_only)
+    run_on(migrated_url, host_only)
 
     async def revision() -> str | None:
         engine = create_engine(migrated_url)

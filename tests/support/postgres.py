@@ -187,3 +187,14 @@ def throwaway_postgres(bin_dir: Path) -> Iterator[ThrowawayPostgres]:
         yield cluster
     finally:
         cluster.remove()
+
+
+@contextmanager
+def empty_database(kind: str, folder: Path) -> Iterator[str]:
+    """A database of its own with no tables: a SQLite file in `folder` ("sqlite"), or a
+    fresh database on the shared PostgreSQL server ("postgresql"), dropped after."""
+    if kind == "sqlite":
+        yield sqlite_url(folder)
+        return
+    with fresh_postgres_database() as url:
+        yield url
