@@ -3,7 +3,7 @@ includes chatkit-backend's router under /api; on SQLite and PostgreSQL, over HTT
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,31 +14,23 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from chatkit_backend import Settings
-from chatkit_backend.store.migrations import VERSION_TABLE, code_revisions, upgrade_to_head
+from chatkit_backend.store.migrations import code_revisions, version_table
 from tests.support.attachments import PNG, upload
-from tests.support.needs import require_postgres
-from tests.support.postgres import fresh_postgres_database, sqlite_url
 from tests.support.sse import answer_text, parse_events, user_input
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "embedded"
 sys.path.insert(0, str(EXAMPLE))
 
 from host.main import create_app  # noqa: E402
-from host.migrate import upgrade_all, upgrade_host  # noqa: E402
+from host.migrate import upgrade_all, upgrade_chatkit, upgrade_host  # noqa: E402
+from host.models import CHATKIT_TABLE_PREFIX  # noqa: E402
 from host.users import add_user  # noqa: E402
 
 HOST_TABLES = {"orgs", "users", "alembic_version"}
-OUR_TABLES = {"threads", "items", "attachments", VERSION_TABLE}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    require_postgres()
-    with fresh_postgres_database(prefix="chatkit_embedded") as url:
-        yield url
+OUR_VERSION_TABLE = version_table(CHATKIT_TABLE_PREFIX)
+OUR_TABLES = {f"{CHATKIT_TABLE_PREFIX}{name}" for name in ("threads", "items", "attachments")} | {
+    OUR_VERSION_TABLE
+}
 
 
 @dataclass
@@ -66,9 +58,9 @@ class Host:
 
 
 @pytest.fixture
-async def host(empty_url: str, tmp_path: Path) -> AsyncIterator[Host]:
-    await asyncio.to_thread(upgrade_all, empty_url)
-    engine = create_async_engine(empty_url)
+async def host(empty_database_url: str, tmp_path: Path) -> AsyncIterator[Host]:
+    await asyncio.to_thread(upgrade_all, empty_database_url)
+    engine = create_async_engine(empty_database_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     keys = {}
     try:
@@ -78,7 +70,7 @@ async def host(empty_url: str, tmp_path: Path) -> AsyncIterator[Host]:
         await engine.dispose()
     settings = Settings(
         _env_file=None,
-        database_url=empty_url,
+        database_url=empty_database_url,
         offline_token_delay_ms=0,
         attachments_dir=str(tmp_path / "files"),
     )
@@ -194,7 +186,7 @@ def _tables_and_versions(url: str) -> tuple[set[str], str | None, str | None]:
                     await conn.execute(text("SELECT version_num FROM alembic_version"))
                 ).scalar()
                 ours = (
-                    await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+                    await conn.execute(text(f"SELECT version_num FROM {OUR_VERSION_TABLE}"))
                 ).scalar()
                 return names, host_version, ours
         finally:
@@ -204,16 +196,19 @@ def _tables_and_versions(url: str) -> tuple[set[str], str | None, str | None]:
 
 
 @pytest.mark.parametrize("ours_first", [False, True], ids=["host-then-ours", "ours-then-host"])
-def test_both_histories_in_one_database_in_either_order(empty_url: str, ours_first: bool) -> None:
-    steps = [upgrade_host, upgrade_to_head]
+def test_both_histories_in_one_database_in_either_order(
+    empty_database_url: str, ours_first: bool
+) -> None:
+    steps = [upgrade_host, upgrade_chatkit]
     for step in reversed(steps) if ours_first else steps:
-        step(empty_url)
+        step(empty_database_url)
     # Again: each is a no-op when the other has run.
     for step in steps:
-        step(empty_url)
+        step(empty_database_url)
 
-    names, host_version, ours = _tables_and_versions(empty_url)
+    names, host_version, ours = _tables_and_versions(empty_database_url)
     assert names >= HOST_TABLES | OUR_TABLES
+    assert "threads" not in names  # only under the prefix
     assert host_version == "host0001"
     code = code_revisions()
     assert code is not None and ours == code.head

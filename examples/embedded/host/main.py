@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from chatkit_backend import Caller, ChatKitBackend, Settings
 from host.agent import build_agent
-from host.models import User, key_digest
+from host.models import CHATKIT_TABLE_PREFIX, User, key_digest
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     # chatkit-backend's settings (DATABASE_URL, LLM_PROVIDER, ...) from the environment;
-    # the host uses the same database for its own tables.
-    settings = settings or Settings()
+    # the host uses the same database for its own tables. Ours go under the prefix the
+    # host chose, whatever the settings say: migrate.py uses the same.
+    settings = (settings or Settings()).model_copy(update={"table_prefix": CHATKIT_TABLE_PREFIX})
     database_url = os.environ.get("HOST_DATABASE_URL", settings.database_url)
     engine = create_async_engine(database_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)

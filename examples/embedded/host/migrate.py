@@ -1,7 +1,8 @@
 """Migrate the host's tables and chatkit-backend's, on DATABASE_URL: `python -m host.migrate`.
 
-Each keeps its own history (the host's in alembic_version, ours in
-chatkit_alembic_version), so the order does not matter.
+Each keeps its own history (the host's in alembic_version, chatkit-backend's in
+chatkit_chatkit_alembic_version: its version table carries its TABLE_PREFIX too), so the
+order does not matter.
 """
 
 import os
@@ -11,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 
 from chatkit_backend.store.migrations import upgrade_to_head
+from host.models import CHATKIT_TABLE_PREFIX
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -22,9 +24,13 @@ def upgrade_host(database_url: str) -> None:
     command.upgrade(config, "head")
 
 
+def upgrade_chatkit(database_url: str) -> None:
+    upgrade_to_head(database_url, table_prefix=CHATKIT_TABLE_PREFIX)
+
+
 def upgrade_all(database_url: str) -> None:
     upgrade_host(database_url)
-    upgrade_to_head(database_url)  # chatkit-backend's tables
+    upgrade_chatkit(database_url)
 
 
 if __name__ == "__main__":

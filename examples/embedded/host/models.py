@@ -5,6 +5,10 @@ import hashlib
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# chatkit-backend's tables sit beside the host's as chatkit_threads, chatkit_items...: its
+# TABLE_PREFIX, set in code here (main.py, migrate.py) because the host owns the schema.
+CHATKIT_TABLE_PREFIX = "chatkit_"
+
 
 class Base(DeclarativeBase):
     pass
