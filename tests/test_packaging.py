@@ -64,7 +64,7 @@ def test_the_wheel_carries_static_files_migrations_and_types(wheel: Path) -> Non
 
 
 # Run in the fresh environment, from a folder with no alembic.ini: migrate the host's
-# tables and ours, then the host app answers through /api.
+# tables and ours, then the host app answers through /api (a list, a streamed new thread).
 EXAMPLE_RUN = """
 import asyncio, pathlib, sys
 import chatkit_backend
@@ -92,6 +92,13 @@ async def main():
         assert (await http.post("/api/chatkit", json=body)).status_code == 401
         ok = await http.post("/api/chatkit", json=body, headers={"X-API-Key": key})
         assert ok.status_code == 200, ok.text
+        text = {"type": "input_text", "text": "hello from the wheel"}
+        create = {"type": "threads.create", "params": {"input": {
+            "content": [text], "attachments": [], "inference_options": {}}}}
+        streamed = await http.post("/api/chatkit", json=create, headers={"X-API-Key": key})
+        assert streamed.headers["content-type"].startswith("text/event-stream"), streamed.text
+        assert "thread.created" in streamed.text and "thread.item.done" in streamed.text
+        assert '"type":"error"' not in streamed.text, streamed.text
         ready = await http.get("/api/readyz")
         assert ready.json() == {"status": "ready"}, ready.text
     print("example ok")
