@@ -12,7 +12,7 @@ from sqlalchemy import String
 from sqlalchemy.engine import Connection, make_url
 from sqlmodel.sql.sqltypes import AutoString
 
-from chatkit_backend.settings import Settings
+from chatkit_backend.settings import Settings, table_prefix_setting
 from chatkit_backend.store.engine import create_engine
 from chatkit_backend.store.migrations import (
     PREFIX_ATTRIBUTE,
@@ -40,7 +40,7 @@ def table_prefix() -> str:
     attributes, where the migration scripts read it (`prefixed`)."""
     prefix: str | None = config.attributes.get(PREFIX_ATTRIBUTE)
     if prefix is None:
-        prefix = config.attributes[PREFIX_ATTRIBUTE] = Settings().table_prefix
+        prefix = config.attributes[PREFIX_ATTRIBUTE] = table_prefix_setting()
     return prefix
 
 

@@ -169,7 +169,13 @@ class Bench:
     def migrate(self, url: str) -> None:
         done = subprocess.run(
             [procs.CLI, "migrate"],
-            env={**os.environ, "DATABASE_URL": url, "PYTHONPATH": procs.PYTHONPATH},
+            # Plain table names, as the servers (`ours_env`) and bench/scale.py's fill use.
+            env={
+                **os.environ,
+                "DATABASE_URL": url,
+                "TABLE_PREFIX": "",
+                "PYTHONPATH": procs.PYTHONPATH,
+            },
             cwd=self.run_dir,
             capture_output=True,
             text=True,
@@ -192,6 +198,7 @@ class Bench:
             "RATE_LIMIT_PER_MINUTE": "1000000",
             "MAX_STREAMS_PER_USER": "1000",
             "DATABASE_POOL_SIZE": str(report.POOL_SIZE),
+            "TABLE_PREFIX": "",
             **extra,
         }
 

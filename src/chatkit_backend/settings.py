@@ -4,7 +4,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.asyncio.connection import parse_url as parse_redis_url
 from sqlalchemy.engine import make_url
@@ -40,6 +40,22 @@ DEFAULT_ATTACHMENT_TYPES = (
 )
 
 
+def check_table_prefix(value: str) -> str:
+    """`value` if it can be put before our table names as is; ValueError otherwise.
+
+    Spelled into DDL and SQL unquoted, so only names every database takes as written;
+    SQLite keeps `sqlite_` for its own tables."""
+    if value and (not re.fullmatch(r"[a-z][a-z0-9_]{0,29}", value) or value.startswith("sqlite_")):
+        raise ValueError(
+            "TABLE_PREFIX must be 1-30 lowercase letters, digits or _, starting with a "
+            f"letter and not with sqlite_ (e.g. chatkit_), not {value[:40]!r}"
+        )
+    return value
+
+
+TablePrefix = Annotated[str, AfterValidator(check_table_prefix)]
+
+
 def _is_ipv6(name: str) -> bool:
     try:
         ipaddress.IPv6Address(name)
@@ -69,7 +85,7 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=500)
     # Put before each of our table and index names (`chatkit_` gives `chatkit_threads`...),
     # so they cannot meet an app's own tables in a database we share with it.
-    table_prefix: str = ""
+    table_prefix: TablePrefix = ""
 
     llm_provider: Provider | None = None
     llm_api: ModelApi | None = None
@@ -236,17 +252,6 @@ class Settings(BaseSettings):
                 "rediss://... (TLS) or unix:///path/to/redis.sock"
             ) from None
         return SecretStr(url)
-
-    @field_validator("table_prefix")
-    @classmethod
-    def _table_prefix(cls, value: str) -> str:
-        # Spelled into SQL and DDL unquoted: only names every database takes as they are.
-        if value and not re.fullmatch(r"[a-z][a-z0-9_]{0,29}", value):
-            raise ValueError(
-                "TABLE_PREFIX must be 1-30 lowercase letters, digits or _, starting with "
-                "a letter (e.g. chatkit_)"
-            )
-        return value
 
     @field_validator("redis_key_prefix")
     @classmethod
@@ -512,3 +517,14 @@ class Settings(BaseSettings):
             if self.jwt_issuer is None:
                 raise ValueError("JWT_AUDIENCE_OPTIONAL=true needs JWT_ISSUER")
         return self
+
+
+class _TablePrefixOnly(BaseSettings):
+    model_config = Settings.model_config
+    table_prefix: TablePrefix = ""
+
+
+def table_prefix_setting() -> str:
+    """TABLE_PREFIX, read as `Settings` reads it but alone: the migrations need nothing
+    else, and must not fail on settings that only the server checks."""
+    return _TablePrefixOnly().table_prefix

@@ -5,6 +5,7 @@ The prefixed databases here hold no unprefixed tables of ours, so any query stil
 on the plain names fails."""
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, Dialect, inspect, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlmodel import Field, SQLModel
 
 from chatkit_backend.settings import Settings
 from chatkit_backend.store.migrations import alembic_config, upgrade_to_head, version_table
-from chatkit_backend.store.tables import UNPREFIXED, Tables, tables_for
+from chatkit_backend.store.tables import UNPREFIXED, Tables, table_of, tables_for
 from tests.store.test_sql_store import SQLStoreContract
 from tests.support.needs import require_postgres
 from tests.support.postgres import empty_database, sqlite_url
@@ -83,10 +87,61 @@ def test_plain_and_prefixed_schemas_keep_their_own_histories(empty_database_url:
 
 
 def test_the_prefix_is_checked_before_it_reaches_sql() -> None:
-    for bad in ("Chat_", "1chat", "chat-", "chat prefix", 'x"; DROP TABLE threads; --', "a" * 31):
+    bad_prefixes = ("Chat_", "1chat", "chat-", "chat prefix", 'x"; DROP TABLE threads; --')
+    for bad in (*bad_prefixes, "a" * 31, "sqlite_"):  # SQLite keeps sqlite_ for itself
         with pytest.raises(ValueError, match="TABLE_PREFIX"):
             Settings(_env_file=None, table_prefix=bad)
+        with pytest.raises(ValueError, match="TABLE_PREFIX"):
+            upgrade_to_head("sqlite+aiosqlite:///unused.db", table_prefix=bad)
+        with pytest.raises(ValueError, match="TABLE_PREFIX"):
+            tables_for(bad)
     assert Settings(_env_file=None, table_prefix="chatkit_").table_prefix == "chatkit_"
+
+
+def _ddl(tables: Tables, dialect: Dialect) -> list[str]:
+    """Each table's CREATE TABLE and CREATE INDEX statements, the prefix taken out, in
+    a stable order."""
+    statements = []
+    for table in tables.metadata.sorted_tables:
+        lines = [*str(CreateTable(table).compile(dialect=dialect)).splitlines()]
+        lines += [str(CreateIndex(index).compile(dialect=dialect)) for index in table.indexes]
+        text = "\n".join(sorted(line.strip().rstrip(",") for line in lines))
+        statements.append(re.sub(rf"\b{tables.prefix}", "", text) if tables.prefix else text)
+    return sorted(statements)
+
+
+@pytest.mark.parametrize("dialect", [postgresql.dialect(), sqlite.dialect()], ids=["pg", "sqlite"])
+def test_prefixed_tables_are_the_declared_ones_renamed(dialect: Dialect) -> None:
+    # Guards the copy in tables.py: a column option, constraint or index it did not carry
+    # over would show here.
+    assert _ddl(tables_for(PREFIX), dialect) == _ddl(UNPREFIXED, dialect)
+    assert {table.name for table in tables_for(PREFIX).metadata.sorted_tables} == {
+        PREFIX + name for name in OURS
+    }
+
+
+def test_an_apps_sqlmodel_tables_of_the_same_names_stay_apart() -> None:
+    # SQLModel's shared metadata is the app's: ours keep metadata of their own.
+    class AppUsageRow(SQLModel, table=True):
+        __tablename__ = "usage"
+        day: str = Field(primary_key=True)
+
+    assert SQLModel.metadata.tables["usage"] is table_of(AppUsageRow)
+    assert UNPREFIXED.usage is not table_of(AppUsageRow)
+    assert tables_for("other_").metadata.tables.keys() == {"other_" + name for name in OURS}
+
+
+def test_migrations_read_table_prefix_alone_from_the_environment(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a host's deploy script calls it: no server settings, some of which production
+    # would refuse (ENV=production without AUTH_MODE=jwt); only TABLE_PREFIX matters.
+    monkeypatch.setenv("ENV", "production")
+    monkeypatch.setenv("TABLE_PREFIX", PREFIX)
+
+    upgrade_to_head(empty_database_url)
+
+    assert table_names(empty_database_url) == _prefixed_names()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -125,7 +180,7 @@ def test_served_and_operated_under_a_prefix(tmp_path: Path) -> None:
     }
     unmigrated = run_cli("serve", env=env, timeout=60)
     assert unmigrated.returncode == 2
-    assert "chatkit-backend migrate" in unmigrated.stderr
+    assert f"TABLE_PREFIX={PREFIX} chatkit-backend migrate" in unmigrated.stderr
 
     migrated = run_cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr

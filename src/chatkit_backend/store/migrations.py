@@ -15,7 +15,7 @@ from sqlalchemy import table as table_clause
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatkit_backend.settings import Settings
+from chatkit_backend.settings import Settings, check_table_prefix
 from chatkit_backend.store.engine import (
     CONNECT_FAILURES,
     DatabaseUnusable,
@@ -97,7 +97,7 @@ def alembic_config(database_url: str | None = None, table_prefix: str | None = N
     if database_url is not None:
         config.attributes["database_url"] = database_url
     if table_prefix is not None:
-        config.attributes[PREFIX_ATTRIBUTE] = table_prefix
+        config.attributes[PREFIX_ATTRIBUTE] = check_table_prefix(table_prefix)
     return config
 
 
@@ -163,6 +163,7 @@ class SchemaState:
 
     revision: str | None  # the database's; None when it has no version row of ours
     code: CodeRevisions | None
+    table_prefix: str = ""
 
     @property
     def behind(self) -> bool:
@@ -191,12 +192,16 @@ class SchemaState:
         """What is wrong and the command that cures it, for the log; None when current."""
         if not self.behind:
             return None
+        # Migrating without the server's prefix would build the wrong set of tables.
+        command = MIGRATE_COMMAND
+        if self.table_prefix:
+            command = f"TABLE_PREFIX={self.table_prefix} {MIGRATE_COMMAND}"
         if self.revision is None:
-            return f"the database has no schema yet: run `{MIGRATE_COMMAND}`"
+            return f"the database has no schema yet: run `{command}`"
         head = self.code.head if self.code else "?"
         return (
             f"the database schema is at revision {self.revision}, this version needs {head}: "
-            f"run `{MIGRATE_COMMAND}`"
+            f"run `{command}`"
         )
 
 
@@ -256,7 +261,8 @@ def adopt_legacy_version(connection: Connection) -> str | None:
 
 async def read_schema_state(conn: AsyncConnection, table_prefix: str = "") -> SchemaState:
     """The schema's state, read on `conn` (checks the table exists, then reads it)."""
-    return SchemaState(await conn.run_sync(_revision, table_prefix), code_revisions())
+    revision = await conn.run_sync(_revision, table_prefix)
+    return SchemaState(revision, code_revisions(), table_prefix)
 
 
 async def schema_state_of(settings: Settings) -> SchemaState:

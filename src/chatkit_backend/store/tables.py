@@ -29,6 +29,7 @@ from sqlalchemy.schema import SchemaItem
 from sqlmodel import Field, SQLModel
 
 from chatkit_backend.context import Owner
+from chatkit_backend.settings import check_table_prefix
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 SEQ_TYPE = BigInteger().with_variant(Integer(), "sqlite")
@@ -42,7 +43,14 @@ def _utc_column() -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=False)
 
 
-class ThreadRow(SQLModel, table=True):
+class _Ours(SQLModel):
+    # Our tables on metadata of their own, not SQLModel's shared one: an app that
+    # includes our routers may declare its own `items` there, and must not find ours in
+    # its autogenerate, nor we its tables in ours.
+    metadata = MetaData()
+
+
+class ThreadRow(_Ours, table=True):
     """A thread's metadata, owned by one user of one tenant."""
 
     __tablename__ = "threads"
@@ -66,7 +74,7 @@ class ThreadRow(SQLModel, table=True):
     answer_lease_holder: str | None = Field(default=None, max_length=64)
 
 
-class HolderRow(SQLModel, table=True):
+class HolderRow(_Ours, table=True):
     """A running server process that may hold answer leases, and its latest heartbeat.
 
     A lease whose holder stopped beating is free (store/turns.py): a process that died
@@ -79,7 +87,7 @@ class HolderRow(SQLModel, table=True):
     beat_at: datetime = Field(sa_column=_utc_column())
 
 
-class ItemRow(SQLModel, table=True):
+class ItemRow(_Ours, table=True):
     """One thread item, stored as the SDK's own JSON so it loads back equal."""
 
     __tablename__ = "items"
@@ -98,7 +106,7 @@ class ItemRow(SQLModel, table=True):
     data: str = Field(sa_column=Column(Text, nullable=False))
 
 
-class AttachmentRow(SQLModel, table=True):
+class AttachmentRow(_Ours, table=True):
     """Attachment metadata; the bytes live in attachment storage under the id."""
 
     __tablename__ = "attachments"
@@ -123,7 +131,7 @@ class AttachmentRow(SQLModel, table=True):
     )
 
 
-class FeedbackRow(SQLModel, table=True):
+class FeedbackRow(_Ours, table=True):
     """A user's latest rating of one item."""
 
     __tablename__ = "feedback"
@@ -138,7 +146,7 @@ class FeedbackRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
 
 
-class EmployeeRow(SQLModel, table=True):
+class EmployeeRow(_Ours, table=True):
     """A person in a tenant's directory, for the `erp-support` agent's tool."""
 
     __tablename__ = "employees"
@@ -152,7 +160,7 @@ class EmployeeRow(SQLModel, table=True):
     manager_id: int | None = Field(default=None, sa_type=BigInteger)
 
 
-class UsageRow(SQLModel, table=True):
+class UsageRow(_Ours, table=True):
     """Model tokens one answer used, per thread and tenant."""
 
     __tablename__ = "usage"
@@ -169,7 +177,7 @@ class UsageRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
 
 
-metadata = SQLModel.metadata
+metadata = _Ours.metadata
 
 
 def table_of(model: type[SQLModel]) -> Table:
@@ -226,11 +234,10 @@ def _copy_under(table: Table, metadata: MetaData, prefix: str) -> Table:
 def tables_for(prefix: str) -> Tables:
     """Our tables named `prefix` + name (TABLE_PREFIX); "" gives the declared ones."""
     declared = [table_of(model) for model in _MODELS]
-    if not prefix:
+    if not check_table_prefix(prefix):
         return Tables("", metadata, *declared)
-    prefixed = MetaData()
-    copies = {table.name: _copy_under(table, prefixed, prefix) for table in metadata.sorted_tables}
-    return Tables(prefix, prefixed, *(copies[table.name] for table in declared))
+    prefixed = MetaData(naming_convention=metadata.naming_convention)
+    return Tables(prefix, prefixed, *(_copy_under(table, prefixed, prefix) for table in declared))
 
 
 # In the order of `Tables`' fields.
