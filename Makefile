@@ -40,8 +40,15 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
+# The suite mostly waits (on servers starting, sockets, timeouts), so it runs in worker
+# processes (pytest-xdist): each worker has its own databases, ports, Redis prefixes and
+# temporary folders. `--dist loadfile` keeps a file's tests on one worker, in order, with
+# its module-scoped servers started once. More workers than 2 overload a 2-core machine
+# until the tests that bound a recovery time fail; `make pytest PYTEST_WORKERS=0` runs
+# it in one process.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: system-deps check pytest
 

@@ -1,12 +1,16 @@
 """Fixtures shared by the whole suite: migrated databases on SQLite and PostgreSQL,
-ChatKit clients on them, the fake OpenAI server, and a PostgreSQL cluster of a test's own."""
+ChatKit clients on them, the fake OpenAI server, and a PostgreSQL cluster of a test's own;
+and the reliability suite's line of figures, added up over the xdist workers (`make
+pytest` runs the suite in several worker processes, see docs/testing.md)."""
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatkit_backend.store.migrations import upgrade_to_head
+from tests.reliability.kit import FIGURES, LONG
 from tests.support.chat_client import ChatClient, chat_client
 from tests.support.fake_openai import FakeOpenAI, running_fake_openai
 from tests.support.needs import require_postgres, require_server_binaries
@@ -86,3 +90,29 @@ def postgres_cluster() -> Iterator[ThrowawayPostgres]:
     """A started PostgreSQL cluster of the test's own, to stop and start at will."""
     with throwaway_postgres(require_server_binaries()) as cluster:
         yield cluster
+
+
+# ---- the reliability suite's figures (tests/reliability/kit.py), from every worker ----
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In an xdist worker, hand what it measured to the controller, which prints it."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability_figures"] = dict(FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the xdist controller: add each finished worker's figures to the total."""
+    FIGURES.update(getattr(node, "workeroutput", {}).get("reliability_figures", {}))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures the suite measured, for the table in docs/reliability.md (see kit.FIGURES)."""
+    if FIGURES:
+        figures = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in sorted(FIGURES.items()))
+        run = "long" if LONG else "fast"
+        # Every check that could find a lost item fails its test instead.
+        verdict = "see the failures above" if terminalreporter.stats.get("failed") else "0 lost"
+        terminalreporter.write_line(f"reliability ({run} run): {figures}; {verdict}")

@@ -3,14 +3,15 @@ upstream (`fake_server`, `fake`: tests/conftest.py).
 
 Starting a server and migrating its database costs seconds; the tests that can share
 one do, each as users of its own (the server runs with JWT auth). The crash test kills
-its server and has its own.
+its server and has its own. The line of figures at the end of a run is printed by
+tests/conftest.py, which gathers them from every xdist worker.
 """
 
 from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability.kit import FIGURES, LONG, MAX_BODY, POOL, SECRET, SLOTS
+from tests.reliability.kit import MAX_BODY, POOL, SECRET, SLOTS
 from tests.reliability.servers import served_on_postgres
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.processes import ServerProcess
@@ -31,13 +32,3 @@ def served(
     path = tmp_path_factory.mktemp("served")
     with served_on_postgres(path, fake_server.base_url, **env) as served:
         yield served
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The figures the suite measured, for the table in docs/reliability.md (see kit.FIGURES)."""
-    if FIGURES:
-        figures = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in sorted(FIGURES.items()))
-        run = "long" if LONG else "fast"
-        # Every check that could find a lost item fails its test instead.
-        verdict = "see the failures above" if terminalreporter.stats.get("failed") else "0 lost"
-        terminalreporter.write_line(f"reliability ({run} run): {figures}; {verdict}")
