@@ -7,20 +7,23 @@ make no request beyond the server (the fallback from ChatKit is in test_chatkit_
 import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.attachments import png
-from tests.support.processes import run_cli, serving
-from tests.web.browser import Tab, new_tab, require_browser, screenshot
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # the fixtures skip, or fail under CI, through require_browser()
-    expect = None
+from tests.web.browser import (
+    Tab,
+    builtin_env,
+    builtin_tab,
+    expect,
+    finished,
+    new_tab,
+    screenshot,
+    send,
+    serve_page,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -29,46 +32,23 @@ OFFLINE_ENDING = "Set LLM_PROVIDER and an API key to get real answers."
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require_browser()
-    folder: Path = tmp_path_factory.mktemp("web")
-    env = {
-        "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'web.db'}",
-        "ATTACHMENTS_DIR": str(folder / "files"),
-        "LLM_PROVIDER": "offline",
-        "AGENT": "erp-support",
+    env = builtin_env(
+        tmp_path_factory.mktemp("web"),
+        LLM_PROVIDER="offline",
+        AGENT="erp-support",
         # Slow enough to watch an answer arrive and to stop one halfway.
-        "OFFLINE_TOKEN_DELAY_MS": "30",
-        "WEB_UI": "builtin",
-        "MAX_MESSAGE_CHARS": "3000",
-        "INPUT_GUARDRAIL_MAX_CHARS": "1000",
-        "RATE_LIMIT_PER_MINUTE": "6000",
-    }
-    for command in ("migrate", "seed-demo"):
-        result = run_cli(command, env=env)
-        assert result.returncode == 0, result.stderr
-    with serving(env) as server:
-        yield server.base_url
+        OFFLINE_TOKEN_DELAY_MS="30",
+        MAX_MESSAGE_CHARS="3000",
+        INPUT_GUARDRAIL_MAX_CHARS="1000",
+    )
+    with serve_page(env, "migrate", "seed-demo") as base_url:
+        yield base_url
 
 
 @pytest.fixture
 async def tab(browser: Any, served: str) -> AsyncIterator[Tab]:
-    async with new_tab(browser) as opened:
-        await opened.page.goto(served)
-        await expect(opened.page.locator("#ui-label")).to_have_text("Built-in client")
+    async with builtin_tab(browser, served) as opened:
         yield opened
-    assert opened.outside.requests == []  # nothing beyond this server
-
-
-async def send(page: Any, text: str) -> None:
-    await page.fill("#composer-input", text)
-    await page.press("#composer-input", "Enter")
-
-
-async def finished(page: Any) -> Any:
-    """The newest assistant message, once no answer is streaming."""
-    await expect(page.locator("#stop")).to_be_hidden(timeout=15_000)
-    await expect(page.locator(".item.streaming")).to_have_count(0)
-    return page.locator(".item.assistant").last
 
 
 def at_least(count: int) -> re.Pattern[str]:

@@ -11,13 +11,16 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from tests.support.processes import run_cli, serving
-from tests.web.browser import CHATKIT_SCRIPT, Tab, new_tab, require_browser, screenshot
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # the fixtures skip, or fail under CI, through require_browser()
-    expect = None
+from tests.support.processes import run_cli
+from tests.web.browser import (
+    CHATKIT_SCRIPT,
+    Tab,
+    expect,
+    new_tab,
+    require_browser,
+    screenshot,
+    serve_page,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -74,10 +77,8 @@ def token(env: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def served(env: dict[str, str]) -> Iterator[str]:
-    result = run_cli("migrate", env=env)
-    assert result.returncode == 0, result.stderr
-    with serving(env) as server:
-        yield server.base_url
+    with serve_page(env, "migrate") as base_url:
+        yield base_url
 
 
 @pytest.fixture

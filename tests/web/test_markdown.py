@@ -8,20 +8,22 @@ arrives the way a model's does: streamed over HTTP, stored, and read back on a r
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatkit_backend.runtime.answerer import TITLE_INSTRUCTIONS
 from tests.support.fake_openai import FakeOpenAI, Recorded, Reply, ToolCall
-from tests.support.processes import run_cli, serving
-from tests.web.browser import Tab, new_tab, require_browser, screenshot
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # the fixtures skip, or fail under CI, through require_browser()
-    expect = None
+from tests.web.browser import (
+    Tab,
+    builtin_env,
+    builtin_tab,
+    expect,
+    finished,
+    screenshot,
+    send,
+    serve_page,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -89,6 +91,8 @@ The key fields of what `get_employee` returned:
 """
 
 ANSWERS = {"Show me some Markdown": RICH, "Try to break the page": HOSTILE}
+# How long an answer may stream (its deltas come 20 ms apart, see `answer`).
+ANSWER_TIMEOUT_MS = 20_000
 
 
 def answer(request: Recorded) -> Reply:
@@ -108,55 +112,34 @@ def answer(request: Recorded) -> Reply:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, fake_server: FakeOpenAI) -> Iterator[str]:
-    require_browser()
-    folder: Path = tmp_path_factory.mktemp("web-markdown")
-    env = {
-        "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'web.db'}",
-        "ATTACHMENTS_DIR": str(folder / "files"),
-        "LLM_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-web-markdown-" + "0" * 24,
-        "OPENAI_BASE_URL": fake_server.base_url,
-        "LLM_MODEL": "fake-model",
-        "AGENT": "erp-support",
-        "WEB_UI": "builtin",
-        "RATE_LIMIT_PER_MINUTE": "6000",
-    }
-    for command in ("migrate", "seed-demo"):
-        result = run_cli(command, env=env)
-        assert result.returncode == 0, result.stderr
-    with serving(env) as server:
-        yield server.base_url
+    env = builtin_env(
+        tmp_path_factory.mktemp("web-markdown"),
+        LLM_PROVIDER="openai",
+        OPENAI_API_KEY="sk-web-markdown-" + "0" * 24,
+        OPENAI_BASE_URL=fake_server.base_url,
+        LLM_MODEL="fake-model",
+        AGENT="erp-support",
+    )
+    with serve_page(env, "migrate", "seed-demo") as base_url:
+        yield base_url
 
 
 @pytest.fixture
 async def tab(browser: Any, served: str, fake: FakeOpenAI) -> AsyncIterator[Tab]:
     fake.respond_with(answer)
-    async with new_tab(browser) as opened:
-        dialogs: list[str] = []
+    dialogs: list[str] = []
 
-        async def dismiss(dialog: Any) -> None:
-            dialogs.append(dialog.message)
-            await dialog.dismiss()
+    async def dismiss(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
 
+    async def before_load(opened: Tab) -> None:
         opened.page.on("dialog", dismiss)
         await opened.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=served)
-        await opened.page.goto(served)
-        await expect(opened.page.locator("#ui-label")).to_have_text("Built-in client")
+
+    async with builtin_tab(browser, served, before_load) as opened:
         yield opened
         assert dialogs == [], "an answer opened a dialog"
-    assert opened.outside.requests == []  # nothing beyond this server
-
-
-async def send(page: Any, text: str) -> None:
-    await page.fill("#composer-input", text)
-    await page.press("#composer-input", "Enter")
-
-
-async def finished(page: Any) -> Any:
-    """The newest answer's element, once no answer is streaming."""
-    await expect(page.locator("#stop")).to_be_hidden(timeout=20_000)
-    await expect(page.locator(".item.streaming")).to_have_count(0)
-    return page.locator(".item.assistant").last
 
 
 async def shows_rich_markdown(answer: Any) -> None:
@@ -177,7 +160,7 @@ async def test_a_tool_call_then_a_markdown_answer(tab: Tab) -> None:
     page = tab.page
     await page.get_by_role("button", name="Look up employee 7").click()
     await expect(page.locator(".item.workflow .task")).to_contain_text("employee 7")
-    answer = await finished(page)
+    answer = await finished(page, ANSWER_TIMEOUT_MS)
     await expect(answer.locator("table td").first).to_have_text("Title")
     await expect(answer.locator("ol > li")).to_have_count(2)
     await expect(answer.locator("pre code")).to_contain_text('"Grace Hopper"')
@@ -195,7 +178,7 @@ async def test_markdown_renders_as_it_streams_and_after_a_reload(tab: Tab) -> No
     # Partway: the list is already a list while the rest is still on its way.
     await expect(page.locator(".item.assistant.streaming li").first).to_be_visible()
     await expect(page.locator(".item.assistant.streaming")).to_have_count(1)
-    answer = await finished(page)
+    answer = await finished(page, ANSWER_TIMEOUT_MS)
     await shows_rich_markdown(answer)
     # The user's own words stay text: no Markdown there.
     await expect(page.locator(".item.user").last).to_have_text("Show me some Markdown")
@@ -207,7 +190,7 @@ async def test_markdown_renders_as_it_streams_and_after_a_reload(tab: Tab) -> No
 async def test_the_copy_button_copies_a_code_block(tab: Tab) -> None:
     page = tab.page
     await send(page, "Show me some Markdown")
-    answer = await finished(page)
+    answer = await finished(page, ANSWER_TIMEOUT_MS)
     copy = answer.get_by_role("button", name="Copy")
     await expect(copy).to_have_count(1)
     await page.evaluate("() => navigator.clipboard.writeText('')")
@@ -225,7 +208,7 @@ async def test_the_copy_button_copies_a_code_block(tab: Tab) -> None:
 async def test_markdown_with_script_in_it_runs_nothing(tab: Tab) -> None:
     page = tab.page
     await send(page, "Try to break the page")
-    answer = await finished(page)
+    answer = await finished(page, ANSWER_TIMEOUT_MS)
     await expect(answer).to_contain_text("Some answers try to run script")
     # Raw HTML shows as the text it is; pictures as links, never fetched.
     await expect(answer).to_contain_text('<img src=x onerror="window.pwned=2;alert(2)">')

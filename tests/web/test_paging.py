@@ -3,18 +3,11 @@
 real browser against a real server."""
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.processes import run_cli, serving
-from tests.web.browser import new_tab, require_browser
-
-try:
-    from playwright.async_api import expect
-except ImportError:  # the fixtures skip, or fail under CI, through require_browser()
-    expect = None
+from tests.web.browser import builtin_env, expect, new_tab, serve_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -25,19 +18,11 @@ ITEMS_PAGE = 50
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require_browser()
-    folder: Path = tmp_path_factory.mktemp("paging")
-    env = {
-        "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'web.db'}",
-        "LLM_PROVIDER": "offline",
-        "OFFLINE_TOKEN_DELAY_MS": "0",
-        "WEB_UI": "builtin",
-        "RATE_LIMIT_PER_MINUTE": "6000",
-    }
-    result = run_cli("migrate", env=env)
-    assert result.returncode == 0, result.stderr
-    with serving(env) as server:
-        yield server.base_url
+    env = builtin_env(
+        tmp_path_factory.mktemp("paging"), LLM_PROVIDER="offline", OFFLINE_TOKEN_DELAY_MS="0"
+    )
+    with serve_page(env, "migrate") as base_url:
+        yield base_url
 
 
 async def test_threads_and_items_page_to_the_end(browser: object, served: str) -> None:
