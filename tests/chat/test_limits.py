@@ -3,17 +3,16 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from chatkit_backend.api.streaming import EventStreamResponse
 from chatkit_backend.chat.limits import InProcessLimiter, RateLimiter, StreamSlots
 from chatkit_backend.context import Owner
-from chatkit_backend.errors import TooManyRequests
-from tests.support.asgi import drive
+from tests.chat.limiter_contract import LimiterContract, Limiters
 from tests.support.auth import jwt_app, new_user
 from tests.support.chat_client import assert_envelope, chat_client
 from tests.support.processes import run_cli, serving
@@ -26,11 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-ALICE = Owner("acme", "alice")
-BOB = Owner("acme", "bob")
-ALICE_ELSEWHERE = Owner("other", "alice")
 
 
 # ---- the limiter ----
@@ -73,60 +67,23 @@ def test_stream_slots_are_counted_and_released_once() -> None:
     assert slots.open_count(("t", "a")) == 0
 
 
-async def test_limiter_refusals_carry_retry_after() -> None:
-    clock = Clock()
-    limiter = InProcessLimiter(requests_per_minute=2, streams_per_user=1, clock=clock)
-    await limiter.admit_request(ALICE)
-    await limiter.admit_request(ALICE)
-    with pytest.raises(TooManyRequests) as caught:
-        await limiter.admit_request(ALICE)
-    assert caught.value.status == 429 and caught.value.headers["Retry-After"] == "30"
-    await limiter.admit_request(BOB)
-    await limiter.admit_request(ALICE_ELSEWHERE)  # users are keyed by tenant and id
-
-    lease = await limiter.open_stream(ALICE)
-    with pytest.raises(TooManyRequests) as caught:
-        await limiter.open_stream(ALICE)
-    assert int(caught.value.headers["Retry-After"]) >= 1
-    lease.release()
-    (await limiter.open_stream(ALICE)).release()
+# ---- the Limiter contract (tests/chat/limiter_contract.py), in one process ----
 
 
-# ---- the stream slot is released however a stream ends ----
+class TestInProcessLimiter(LimiterContract):
+    """The contract's `count` limiters are one limiter: one process shares its count
+    with itself."""
 
+    @pytest.fixture
+    def limiters(self) -> Limiters:
+        @asynccontextmanager
+        async def one_process(count: int, **options: Any) -> AsyncIterator[list[Any]]:
+            settings: dict[str, Any] = {"requests_per_minute": 100, "streams_per_user": 3}
+            limiter = InProcessLimiter(**{**settings, **options})
+            async with limiter.running():
+                yield [limiter] * count
 
-async def _frames(fail: bool = False, forever: bool = False) -> AsyncIterator[bytes]:
-    yield b'data: {"type": "progress_update"}\n\n'
-    if fail:
-        raise RuntimeError("the model went away")
-    while forever:
-        await asyncio.sleep(0.01)
-        yield b": keep-alive\n\n"
-
-
-@pytest.mark.parametrize(
-    ("frames", "disconnect_after"),
-    [
-        ({}, None),  # ends normally
-        ({"fail": True}, None),  # fails after starting
-        ({"forever": True}, 0.05),  # the client goes away
-    ],
-    ids=["done", "failed", "disconnected"],
-)
-async def test_the_stream_slot_is_released(
-    frames: dict[str, bool], disconnect_after: float | None
-) -> None:
-    limiter = InProcessLimiter(requests_per_minute=100, streams_per_user=1)
-    lease = await limiter.open_stream(ALICE)
-    response = EventStreamResponse(_frames(**frames), on_close=lease.release)
-    sent = [
-        message
-        for _, message in await asyncio.wait_for(drive(response, disconnect_after), timeout=5)
-    ]
-    assert sent[0]["type"] == "http.response.start"
-    assert limiter.open_streams(ALICE) == 0
-    if frames.get("fail"):
-        assert b'"type":"error"' in b"".join(m.get("body", b"") for m in sent)
+        return one_process
 
 
 # ---- over HTTP ----

@@ -8,6 +8,7 @@ Redis; under CI they fail.
 """
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -19,24 +20,17 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from chatkit_backend.api.streaming import EventStreamResponse
 from chatkit_backend.chat import redis_limits
 from chatkit_backend.chat.redis_limits import RedisLimiter, redis_client
 from chatkit_backend.context import Owner
 from chatkit_backend.errors import TooManyRequests, Unavailable
 from chatkit_backend.settings import Settings
-from tests.support.asgi import drive
+from tests.chat.limiter_contract import ALICE, LimiterContract, Limiters
 from tests.support.chat_client import assert_envelope, local_app
 from tests.support.needs import require_redis, require_redis_server
 from tests.support.processes import free_port
 from tests.support.redis import REDIS_URL, OwnRedis, own_redis, shared_prefix
 from tests.support.sse import user_input
-
-ALICE = Owner("acme", "alice")
-BOB = Owner("acme", "bob")
-ALICE_ELSEWHERE = Owner("other", "alice")
-# A tenant and user whose parts, joined carelessly, would be Alice's key.
-ALICE_SPLIT_ELSEWHERE = Owner("acme:alice", "")
 
 
 @pytest.fixture
@@ -79,38 +73,27 @@ def errors_counted(operation: str) -> float:
     return value or 0.0
 
 
-# ---- one count for every process ----
+# ---- one count for every process: the Limiter contract (tests/chat/limiter_contract.py) ----
 
 
-async def test_the_request_rate_is_one_for_every_process(prefix: str) -> None:
-    async with limiters(2, prefix=prefix, requests_per_minute=4) as (one, two):
-        for limiter in (one, two, one, two):
-            await limiter.admit_request(ALICE)
-        for limiter in (one, two):
-            with pytest.raises(TooManyRequests) as refused:
-                await limiter.admit_request(ALICE)
-            assert refused.value.status == 429
-            assert refused.value.headers["Retry-After"] == "15"  # one token every 15 s
-        # Each owner has a bucket of their own, keyed by tenant and user.
-        for owner in (BOB, ALICE_ELSEWHERE, ALICE_SPLIT_ELSEWHERE):
-            await two.admit_request(owner)
+class TestRedisLimiter(LimiterContract):
+    """The contract's `count` limiters are as many processes on the shared Redis, under
+    the test's own key prefix."""
+
+    @pytest.fixture
+    def limiters(self, prefix: str) -> Limiters:
+        return functools.partial(limiters, prefix=prefix)
+
+    async def assert_released_to(self, limiter: Any, owner: Owner, count: int) -> None:
+        # A release is given back to Redis in a task of its own.
+        async def released() -> bool:
+            return await self.open_streams(limiter, owner) == count
+
+        await until(released)
 
 
-async def test_uploads_and_failed_sign_ins_are_counted_once(prefix: str) -> None:
-    options = {"uploads_per_minute": 2, "failed_auth_per_minute": 2}
-    async with limiters(2, prefix=prefix, **options) as (one, two):
-        await one.admit_upload(ALICE)
-        await two.admit_upload(ALICE)
-        with pytest.raises(TooManyRequests) as refused:
-            await one.admit_upload(ALICE)
-        assert "at most 2 a minute" in refused.value.message
-        await one.admit_request(ALICE)  # uploads have a bucket of their own
-
-        # Checks that do not fail give their token back, however many.
-        for limiter in (one, two) * 5:
-            await limiter.admit_unverified("192.0.2.1")
-            await limiter.release_unverified("192.0.2.1")
-        # A check that does not fail costs one script call (it only looks), not two.
+async def test_a_check_that_does_not_fail_costs_one_script_call(prefix: str) -> None:
+    async with limiters(1, prefix=prefix, failed_auth_per_minute=2) as (one,):
         calls = 0
         bucket = one._bucket
 
@@ -123,75 +106,7 @@ async def test_uploads_and_failed_sign_ins_are_counted_once(prefix: str) -> None
         await one.admit_unverified("192.0.2.1")
         await one.release_unverified("192.0.2.1")
         one._bucket = bucket
-        assert calls == 1
-        # Two failures, one on each: the address's third attempt is refused on both.
-        for limiter in (one, two):
-            await limiter.admit_unverified("192.0.2.1")
-            await limiter.fail_unverified("192.0.2.1")
-        for limiter in (one, two):
-            with pytest.raises(TooManyRequests) as refused:
-                await limiter.admit_unverified("192.0.2.1")
-            assert "failed sign-ins" in refused.value.message
-        await one.admit_unverified("192.0.2.2")
-
-
-async def test_stream_slots_are_one_count_and_freed_once(prefix: str) -> None:
-    async with limiters(2, prefix=prefix, streams_per_user=2) as (one, two):
-        first = await one.open_stream(ALICE)
-        second = await two.open_stream(ALICE)
-        for limiter in (one, two):
-            with pytest.raises(TooManyRequests) as refused:
-                await limiter.open_stream(ALICE)
-            assert int(refused.value.headers["Retry-After"]) >= 1
-        await two.open_stream(BOB)  # others are not blocked
-        assert await one.open_streams(ALICE) == 2
-
-        first.release()
-        first.release()  # harmless: does not free the other stream's slot
-
-        async def one_left() -> bool:
-            return await two.open_streams(ALICE) == 1
-
-        await until(one_left)
-        third = await two.open_stream(ALICE)
-        with pytest.raises(TooManyRequests):
-            await one.open_stream(ALICE)
-        second.release()
-        third.release()
-
-        async def none_left() -> bool:
-            return await one.open_streams(ALICE) == 0
-
-        await until(none_left)
-
-
-async def _frames(fail: bool = False, forever: bool = False) -> AsyncIterator[bytes]:
-    yield b'data: {"type": "progress_update"}\n\n'
-    if fail:
-        raise RuntimeError("the model went away")
-    while forever:
-        await asyncio.sleep(0.01)
-        yield b": keep-alive\n\n"
-
-
-@pytest.mark.parametrize(
-    ("frames", "disconnect_after"),
-    [({}, None), ({"fail": True}, None), ({"forever": True}, 0.05)],
-    ids=["done", "failed", "disconnected"],
-)
-async def test_the_slot_is_freed_however_the_stream_ends(
-    prefix: str, frames: dict[str, bool], disconnect_after: float | None
-) -> None:
-    async with limiters(2, prefix=prefix, streams_per_user=1) as (one, other):
-        lease = await one.open_stream(ALICE)
-        response = EventStreamResponse(_frames(**frames), on_close=lease.release)
-        await asyncio.wait_for(drive(response, disconnect_after), timeout=5)
-
-        async def freed() -> bool:
-            return await other.open_streams(ALICE) == 0
-
-        await until(freed)
-        (await other.open_stream(ALICE)).release()
+        assert calls == 1  # it only looks: one call, not two
 
 
 async def test_a_dead_processes_slots_lapse_a_live_ones_do_not(prefix: str) -> None:
