@@ -43,12 +43,13 @@ check: lint typecheck
 # The suite mostly waits (on servers starting, sockets, timeouts), so it runs in worker
 # processes (pytest-xdist): each worker has its own databases, ports, Redis prefixes and
 # temporary folders. `--dist loadfile` keeps a file's tests on one worker, in order, with
-# its module-scoped servers started once. More workers than 2 overload a 2-core machine
-# until the tests that bound a recovery time fail; `make pytest PYTEST_WORKERS=0` runs
-# it in one process.
+# its module-scoped servers started once; files go out in collection order, where
+# tests/conftest.py puts the ones that start servers first. More workers than 2 overload
+# a 2-core machine until the tests that bound a recovery time fail; `make pytest
+# PYTEST_WORKERS=0` runs it in one process.
 PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: system-deps check pytest
 

@@ -92,6 +92,17 @@ def postgres_cluster() -> Iterator[ThrowawayPostgres]:
         yield cluster
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker (`make pytest`): the files that start servers (marked `slow`)
+    first, each file's tests still together and in order. xdist hands out whole files in
+    this order (`--no-loadscope-reorder`), so the many quick files fill in at the end
+    instead of one long file running on while the other workers idle."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 # ---- the reliability suite's figures (tests/reliability/kit.py), from every worker ----
 
 
