@@ -212,3 +212,13 @@ def test_both_histories_in_one_database_in_either_order(
     assert host_version == "host0001"
     code = code_revisions()
     assert code is not None and ours == code.head
+
+
+def test_one_alembic_upgrade_of_the_host_migrates_ours_too(empty_database_url: str) -> None:
+    upgrade_host(empty_database_url)  # `alembic upgrade head` with the host's env.py
+
+    names, host_version, ours = _tables_and_versions(empty_database_url)
+    assert names >= HOST_TABLES | OUR_TABLES
+    code = code_revisions()
+    assert host_version == "host0001"
+    assert code is not None and ours == code.head

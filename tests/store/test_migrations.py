@@ -3,7 +3,10 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alembic import command
+import pytest
+from alembic import command, context
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, insert, select
 
 from chatkit_backend.store.migrations import alembic_config, upgrade_to_head
@@ -65,3 +68,21 @@ async def test_upgrade_from_running_event_loop(tmp_path: Path) -> None:
     upgrade_to_head(url)
 
     assert await run_on_async(url, schema_diff_on) == []
+
+
+def test_from_an_apps_running_alembic_environment(empty_database_url: str) -> None:
+    # As an app's env.py calls it: Alembic runs one environment per process at a time,
+    # and ours, run inside, would tear the app's down (a KeyError as the app's ends).
+    config = alembic_config(empty_database_url)
+    scripts = ScriptDirectory.from_config(config)
+    with EnvironmentContext(config, scripts):
+        upgrade_to_head(empty_database_url)
+        assert context.config is config  # the app's environment is still in place
+    assert schema_diff(empty_database_url) == []
+
+    # `alembic upgrade head --sql` prints SQL: ours must not migrate for real then.
+    with (
+        EnvironmentContext(config, scripts, as_sql=True),
+        pytest.raises(RuntimeError, match="--sql"),
+    ):
+        upgrade_to_head(empty_database_url)

@@ -1,4 +1,6 @@
-"""Migrate the host's tables and chatkit-backend's, on DATABASE_URL: `python -m host.migrate`.
+"""Migrate the host's tables and chatkit-backend's, on DATABASE_URL: `python -m host.migrate`,
+or `alembic upgrade head` from this folder (the host's env.py runs chatkit-backend's
+migrations after its own).
 
 Each keeps its own history (the host's in alembic_version, chatkit-backend's in
 chatkit_chatkit_alembic_version: its version table carries its TABLE_PREFIX too), so the
@@ -25,12 +27,13 @@ def upgrade_host(database_url: str) -> None:
 
 
 def upgrade_chatkit(database_url: str) -> None:
+    """chatkit-backend's tables alone (the host's env.py also runs this after its own)."""
     upgrade_to_head(database_url, table_prefix=CHATKIT_TABLE_PREFIX)
 
 
 def upgrade_all(database_url: str) -> None:
+    # The host's env.py brings chatkit-backend's tables to head after its own.
     upgrade_host(database_url)
-    upgrade_chatkit(database_url)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The host's Alembic environment: its own metadata, Alembic's default version table."""
+"""The host's Alembic environment: its own metadata, Alembic's default version table.
+When it brings its tables to head, it brings chatkit-backend's there too: one
+`alembic upgrade head` migrates both."""
 
 import asyncio
 import os
@@ -6,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from alembic import context
-from host.models import Base
+from host.models import CHATKIT_TABLE_PREFIX, Base
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from chatkit_backend.store.migrations import upgrade_to_head
 
 target_metadata = Base.metadata
 
@@ -51,3 +55,7 @@ except RuntimeError:
 else:
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, run_async()).result()
+
+# chatkit-backend's tables follow ours up (not down): its history is its own.
+if context.get_revision_argument() == context.get_head_revision():
+    upgrade_to_head(database_url(), table_prefix=CHATKIT_TABLE_PREFIX)

@@ -4,7 +4,10 @@ whether a database's schema is the one this code needs (`serve`, /readyz)."""
 import ast
 import asyncio
 import functools
+import json
 import logging
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,12 +106,41 @@ def alembic_config(database_url: str | None = None, table_prefix: str | None = N
 
 def upgrade_to_head(database_url: str | None = None, table_prefix: str | None = None) -> None:
     """Bring the database to the newest schema. Also for an app that includes our
-    routers, from its own migrations or start-up: our history is kept in
-    `chatkit_alembic_version` (under `table_prefix`, `<prefix>chatkit_alembic_version`),
-    apart from the app's."""
+    routers, from its own migrations (its env.py), deploy script or start-up: our history
+    is kept in `chatkit_alembic_version` (under `table_prefix`,
+    `<prefix>chatkit_alembic_version`), apart from the app's."""
     from alembic import command
+    from alembic import context as running
 
-    command.upgrade(alembic_config(database_url, table_prefix), "head")
+    config = alembic_config(database_url, table_prefix)
+    # `config` exists on Alembic's module proxy only while an environment runs: we were
+    # called from an app's env.py. Alembic runs one environment per process at a time
+    # (ours would tear the app's down as it ends), so ours runs in a process of its own.
+    if hasattr(running, "config"):
+        if running.is_offline_mode():
+            raise RuntimeError(
+                f"chatkit-backend's migrations cannot join `--sql` output: run `{MIGRATE_COMMAND}`"
+            )
+        _upgrade_in_child(database_url, table_prefix)
+        return
+    command.upgrade(config, "head")
+
+
+def _upgrade_in_child(database_url: str | None, table_prefix: str | None) -> None:
+    """`upgrade_to_head` in a Python process of its own, failing as the child did. The
+    URL goes through stdin, never the command line that `ps` shows."""
+    script = (
+        "import json, sys\n"
+        "from chatkit_backend.store.migrations import upgrade_to_head\n"
+        "upgrade_to_head(*json.load(sys.stdin))\n"
+    )
+    given = json.dumps([database_url, table_prefix])
+    # Our own interpreter and script, no shell; the values only on stdin.
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script], input=given, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"chatkit-backend's migrations failed (exit {done.returncode})")
 
 
 @dataclass(frozen=True)
